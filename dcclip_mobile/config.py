@@ -1,0 +1,146 @@
+"""Student configurations: dataclasses with JSON presets.
+
+A config is the whole description of a student's architecture; a checkpoint's config.json is
+this dataclass plus a format version, so a checkpoint can be rebuilt without any code from its author.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+CONFIG_FORMAT_VERSION = 1
+
+# CLIP's normalization: the students are trained from scratch, so any fixed choice works, and this one
+# is what every bundle consumer (the apps) already knows.
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+class ConfigError(ValueError):
+    """A config value is missing, unknown or out of range."""
+
+
+@dataclass
+class ImageStudentConfig:
+    """A MobileNetV2-style convolutional tower: conv + BatchNorm + ReLU6 only, so BatchNorm folds
+    into the convs at export and the whole tower is one XNNPACK partition."""
+
+    image_size: int = 224
+    stem_channels: int = 16
+    # one entry per stage: [expand_ratio, out_channels, num_blocks, first_stride]
+    stages: list[list[int]] = field(default_factory=lambda: [
+        [1, 16, 1, 1], [4, 24, 2, 2], [4, 32, 3, 2], [4, 64, 3, 2], [4, 96, 2, 1], [4, 160, 2, 2]])
+    feature_channels: int = 512  # the last 1x1 conv: the feature map the adapter maps to the teacher's
+    image_mean: tuple[float, float, float] = CLIP_MEAN
+    image_std: tuple[float, float, float] = CLIP_STD
+
+    @property
+    def stride(self) -> int:
+        s = 2  # stem
+        for _, _, _, first_stride in self.stages:
+            s *= first_stride
+        return s
+
+    @property
+    def feature_size(self) -> int:
+        return -(-self.image_size // self.stride)
+
+
+@dataclass
+class TextStudentConfig:
+    """A small pre-norm transformer over SentencePiece ids."""
+
+    vocab_size: int = 8000
+    context_length: int = 64
+    width: int = 256
+    layers: int = 4
+    heads: int = 4
+    mlp_ratio: float = 4.0
+    # "rms": RMSNorm written as mul/mean/rsqrt, which XNNPACK takes; "layer": nn.LayerNorm, which the
+    # executorch 1.5.1 XNNPACK partitioner leaves out (one graph split per norm). Measured in bench/.
+    norm: str = "rms"
+
+
+@dataclass
+class StudentConfig:
+    name: str
+    embed_dim: int
+    image: ImageStudentConfig
+    text: TextStudentConfig
+    logit_scale_init: float = 2.6592  # log(1 / 0.07), as CLIP
+    logit_scale_max: float = 4.6052  # log(100): the clamp CLIP uses
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["format_version"] = CONFIG_FORMAT_VERSION
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "StudentConfig":
+        d = dict(d)
+        version = d.pop("format_version", None)
+        if version != CONFIG_FORMAT_VERSION:
+            raise ConfigError(
+                f"student config format_version is {version!r}; this dcclip-mobile reads version "
+                f"{CONFIG_FORMAT_VERSION}. Re-export the checkpoint with a matching dcclip-mobile version.")
+        try:
+            image = ImageStudentConfig(**_tuples(d.pop("image")))
+            text = TextStudentConfig(**d.pop("text"))
+            cfg = cls(image=image, text=text, **d)
+        except (TypeError, KeyError) as e:
+            raise ConfigError(f"student config is malformed: {e}") from None
+        cfg.validate()
+        return cfg
+
+    def validate(self) -> None:
+        t = self.text
+        checks = [
+            (self.embed_dim > 0, f"embed_dim must be > 0, got {self.embed_dim}"),
+            (self.image.image_size >= 32, f"image.image_size must be >= 32, got {self.image.image_size}"),
+            (len(self.image.stages) > 0, "image.stages must not be empty"),
+            (t.vocab_size >= 260, f"text.vocab_size must be >= 260 (256 byte pieces + specials), got {t.vocab_size}"),
+            (t.context_length >= 2, f"text.context_length must be >= 2 (BOS + EOS), got {t.context_length}"),
+            (t.width % t.heads == 0, f"text.width ({t.width}) must be divisible by text.heads ({t.heads})"),
+            (t.norm in ("rms", "layer"), f"text.norm is {t.norm!r}; accepted: 'rms', 'layer'"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise ConfigError(msg)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n")
+
+
+def _tuples(image: dict) -> dict:
+    image = dict(image)
+    for k in ("image_mean", "image_std"):
+        if k in image:
+            image[k] = tuple(image[k])
+    return image
+
+
+def preset_names() -> list[str]:
+    return sorted(p.name[:-5] for p in resources.files("dcclip_mobile.presets").iterdir()
+                  if p.name.endswith(".json"))
+
+
+def load_preset(name: str) -> StudentConfig:
+    names = preset_names()
+    if not isinstance(name, str) or name not in names:
+        raise ConfigError(f"unknown student preset {name!r}; accepted: {', '.join(names)}")
+    d = json.loads(resources.files("dcclip_mobile.presets").joinpath(f"{name}.json").read_text())
+    d["format_version"] = CONFIG_FORMAT_VERSION
+    return StudentConfig.from_dict(d)
+
+
+def load_config(path_or_preset: str | Path) -> StudentConfig:
+    """A preset name, or a path to a config JSON (a checkpoint's config.json works)."""
+    p = Path(path_or_preset)
+    if p.suffix == ".json" or p.is_file():
+        if not p.is_file():
+            raise ConfigError(f"config file {str(p)!r} does not exist")
+        return StudentConfig.from_dict(json.loads(p.read_text()))
+    return load_preset(str(path_or_preset))

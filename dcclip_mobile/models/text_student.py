@@ -1,0 +1,109 @@
+"""TextStudent: a small pre-norm transformer over bilingual SentencePiece ids.
+
+Written for the phone, not for the paper: attention is plain matmul + softmax with a finite
+additive mask (scaled_dot_product_attention lowers through a "safe softmax" expansion that falls
+outside XNNPACK, and a -inf mask wrecks static int8 quantization, see DESIGN.md), pooling is a
+masked mean (no argmax over int64 ids, a Core ML trap), and every shape is fixed by the config.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..config import TextStudentConfig
+
+# Finite, so a quantizer that observes `scores + mask` sees a bounded range; large enough that
+# exp() of a masked score underflows to exactly 0 in fp32 and fp16.
+MASK_VALUE = -1e4
+
+
+class RMSNorm(nn.Module):
+    """Written out as mean/rsqrt/mul so the XNNPACK partitioner takes it (nn.LayerNorm it does not)."""
+
+    def __init__(self, dim: int, eps: float = 1e-6):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
+
+
+def make_norm(kind: str, dim: int) -> nn.Module:
+    return RMSNorm(dim) if kind == "rms" else nn.LayerNorm(dim)
+
+
+class Attention(nn.Module):
+    def __init__(self, width: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.head_dim = width // heads
+        self.qkv = nn.Linear(width, 3 * width)
+        self.out = nn.Linear(width, width)
+
+    def forward(self, x: torch.Tensor, additive_mask: torch.Tensor) -> torch.Tensor:
+        b, n, w = x.shape
+        qkv = self.qkv(x).reshape(b, n, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv[0], qkv[1], qkv[2]
+        scores = torch.matmul(q, k.transpose(-1, -2)) * (self.head_dim ** -0.5)
+        attn = torch.softmax(scores + additive_mask, dim=-1)
+        y = torch.matmul(attn, v).transpose(1, 2).reshape(b, n, w)
+        return self.out(y)
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: TextStudentConfig):
+        super().__init__()
+        hidden = int(cfg.width * cfg.mlp_ratio)
+        self.norm1 = make_norm(cfg.norm, cfg.width)
+        self.attn = Attention(cfg.width, cfg.heads)
+        self.norm2 = make_norm(cfg.norm, cfg.width)
+        self.mlp = nn.Sequential(nn.Linear(cfg.width, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, cfg.width))
+
+    def forward(self, x: torch.Tensor, additive_mask: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x), additive_mask)
+        return x + self.mlp(self.norm2(x))
+
+
+def check_text_inputs(input_ids: object, attention_mask: object, context_length: int) -> None:
+    # Shapes are static under torch.export, so this check costs nothing in an exported graph.
+    expected = f"an integer tensor [batch, {context_length}] (use BilingualTokenizer to make them)"
+    for name, t in (("input_ids", input_ids), ("attention_mask", attention_mask)):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name} must be {expected}, got {type(t).__name__}")
+        if t.ndim != 2 or t.shape[1] != context_length:
+            raise ValueError(f"{name} has shape {tuple(t.shape)}; expected {expected}")
+        if t.is_floating_point():
+            raise ValueError(f"{name} has dtype {t.dtype}; expected {expected}")
+    if input_ids.shape != attention_mask.shape:
+        raise ValueError(f"input_ids {tuple(input_ids.shape)} and attention_mask {tuple(attention_mask.shape)} differ in shape")
+
+
+class TextStudent(nn.Module):
+    """input_ids int64 [B,L], attention_mask int64 [B,L] (1 = token, 0 = pad)
+    -> (pooled [B,width], embedding [B,D])."""
+
+    def __init__(self, cfg: TextStudentConfig, embed_dim: int):
+        super().__init__()
+        self.cfg = cfg
+        self.token_embedding = nn.Embedding(cfg.vocab_size, cfg.width)
+        self.position_embedding = nn.Parameter(torch.zeros(cfg.context_length, cfg.width))
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.layers))
+        self.final_norm = make_norm(cfg.norm, cfg.width)
+        self.proj = nn.Linear(cfg.width, embed_dim, bias=False)
+        self.feature_dim = cfg.width
+        nn.init.normal_(self.token_embedding.weight, std=0.02)
+        nn.init.normal_(self.position_embedding, std=0.01)
+        nn.init.normal_(self.proj.weight, std=cfg.width ** -0.5)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        check_text_inputs(input_ids, attention_mask, self.cfg.context_length)
+        mask = attention_mask.to(torch.float32)  # [B,L]
+        x = self.token_embedding(input_ids) + self.position_embedding
+        additive_mask = ((1.0 - mask) * MASK_VALUE)[:, None, None, :]  # [B,1,1,L], broadcast over heads/queries
+        for block in self.blocks:
+            x = block(x, additive_mask)
+        x = self.final_norm(x)
+        weights = mask[:, :, None]
+        pooled = (x * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
+        return pooled, self.proj(pooled)

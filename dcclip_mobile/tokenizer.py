@@ -1,0 +1,184 @@
+"""The bilingual (English + Chinese) SentencePiece tokenizer that ships to the phone.
+
+One tokenizer is two files in a directory:
+  tokenizer.model  the SentencePiece model (unigram, byte fallback: no text is ever <unk>)
+  tokenizer.json   everything a Kotlin or Swift port needs to reproduce `encode` exactly: the pieces with
+                   their scores and types, the special ids, the context length and the normalization rule.
+
+Normalization is done here, in plain Python, before SentencePiece sees the text (SentencePiece itself is
+trained with the identity rule). The rule is small enough to port: Unicode NFKC, lower case, every run of
+whitespace to one space, strip. NFKC is what makes full-width punctuation and letters ("，", "Ａ") the same
+tokens as their ASCII forms.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import unicodedata
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import sentencepiece as spm
+import torch
+
+from .atomic import atomic_write_bytes
+
+TOKENIZER_FORMAT_VERSION = 1
+MODEL_FILE = "tokenizer.model"
+JSON_FILE = "tokenizer.json"
+
+PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
+NORMALIZATION = {"unicode": "NFKC", "lowercase": True, "collapse_whitespace": True, "strip": True}
+_WHITESPACE = re.compile(r"\s+")
+
+
+class TokenizerError(ValueError):
+    """A tokenizer file is missing or malformed, or an input is not text."""
+
+
+def normalize(text: str) -> str:
+    """The normalization rule of tokenizer.json ("normalization"), as code."""
+    text = unicodedata.normalize("NFKC", text).lower()
+    return _WHITESPACE.sub(" ", text).strip()
+
+
+def _check_text(text: object, where: str = "text") -> str:
+    if not isinstance(text, str):
+        raise TypeError(f"{where} must be a str, got {type(text).__name__}: {text!r:.80}")
+    return text
+
+
+class BilingualTokenizer:
+    """Encodes text to fixed-length ids with BOS/EOS/pad and an attention mask."""
+
+    def __init__(self, model_proto: bytes, context_length: int):
+        if context_length < 2:
+            raise TokenizerError(f"context_length must be >= 2 (room for BOS and EOS), got {context_length}")
+        self.sp = spm.SentencePieceProcessor(model_proto=model_proto)
+        self._model_proto = model_proto
+        self.context_length = int(context_length)
+        specials = (self.sp.pad_id(), self.sp.unk_id(), self.sp.bos_id(), self.sp.eos_id())
+        if specials != (PAD_ID, UNK_ID, BOS_ID, EOS_ID):
+            raise TokenizerError(f"tokenizer special ids (pad, unk, bos, eos) are {specials}; expected "
+                                 f"{(PAD_ID, UNK_ID, BOS_ID, EOS_ID)}. Train it with train_tokenizer().")
+        self.pad_id, self.unk_id, self.bos_id, self.eos_id = specials
+
+    @property
+    def vocab_size(self) -> int:
+        return self.sp.get_piece_size()
+
+    # encoding ---------------------------------------------------------------------------------
+    def encode(self, text: str) -> list[int]:
+        """BOS + pieces + EOS, truncated to context_length: truncation drops pieces, never EOS."""
+        pieces = self.sp.encode(normalize(_check_text(text)), out_type=int)
+        return [self.bos_id] + pieces[: self.context_length - 2] + [self.eos_id]
+
+    def __call__(self, texts: str | Sequence[str]) -> dict[str, torch.Tensor]:
+        """One text or a batch -> {"input_ids", "attention_mask"}, both int64 [B, context_length]."""
+        if isinstance(texts, str):
+            texts = [texts]
+        if not isinstance(texts, (list, tuple)):
+            raise TypeError(f"texts must be a str or a list of str, got {type(texts).__name__}")
+        ids = torch.full((len(texts), self.context_length), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(texts), self.context_length), dtype=torch.long)
+        for i, text in enumerate(texts):
+            row = self.encode(_check_text(text, f"texts[{i}]"))
+            ids[i, : len(row)] = torch.tensor(row)
+            mask[i, : len(row)] = 1
+        return {"input_ids": ids, "attention_mask": mask}
+
+    def decode(self, ids: Iterable[int]) -> str:
+        """Ids back to (normalized) text; special ids are dropped."""
+        ids = [int(i) for i in ids]
+        return self.sp.decode([i for i in ids if i not in (self.pad_id, self.bos_id, self.eos_id)])
+
+    # files --------------------------------------------------------------------------------------
+    def to_json(self) -> dict:
+        """The portable description: enough for a Kotlin/Swift encoder to match encode() id for id."""
+        pieces = []
+        for i in range(self.vocab_size):
+            kind = ("byte" if self.sp.is_byte(i) else "control" if self.sp.is_control(i)
+                    else "unknown" if self.sp.is_unknown(i) else "unused" if self.sp.is_unused(i) else "normal")
+            pieces.append({"piece": self.sp.id_to_piece(i), "score": self.sp.get_score(i), "type": kind})
+        return {
+            "format_version": TOKENIZER_FORMAT_VERSION,
+            "model_type": "unigram",
+            "context_length": self.context_length,
+            "special_ids": {"pad": self.pad_id, "unk": self.unk_id, "bos": self.bos_id, "eos": self.eos_id},
+            "normalization": NORMALIZATION,
+            # How SentencePiece turns normalized text into pieces, for the ports: a "▁" is put before
+            # the text and replaces every space; a character no piece covers becomes its UTF-8 bytes,
+            # each the piece "<0xAB>"; segmentation is the maximum-score (Viterbi) path over pieces.
+            "add_dummy_prefix": True,
+            "whitespace_symbol": "\u2581",
+            "byte_fallback": True,
+            "truncation": "keep BOS, keep the first context_length-2 pieces, keep EOS; pad with pad id",
+            "pieces": pieces,
+        }
+
+    def save(self, directory: str | Path) -> None:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(directory / MODEL_FILE, self._model_proto)
+        atomic_write_bytes(directory / JSON_FILE, json.dumps(self.to_json(), ensure_ascii=False, indent=1).encode())
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "BilingualTokenizer":
+        directory = Path(directory)
+        model, meta = directory / MODEL_FILE, directory / JSON_FILE
+        for f in (model, meta):
+            if not f.is_file():
+                raise TokenizerError(f"tokenizer file {str(f)!r} is missing; a tokenizer directory holds "
+                                     f"{MODEL_FILE} and {JSON_FILE} (write them with BilingualTokenizer.save)")
+        try:
+            info = json.loads(meta.read_text())
+        except json.JSONDecodeError as e:
+            raise TokenizerError(f"{str(meta)!r} is not valid JSON: {e}") from None
+        if info.get("format_version") != TOKENIZER_FORMAT_VERSION:
+            raise TokenizerError(f"{str(meta)!r} has format_version {info.get('format_version')!r}; "
+                                 f"this dcclip-mobile reads {TOKENIZER_FORMAT_VERSION}")
+        if info.get("normalization") != NORMALIZATION:
+            raise TokenizerError(f"{str(meta)!r} states normalization {info.get('normalization')!r}; "
+                                 f"this dcclip-mobile implements {NORMALIZATION}")
+        try:
+            tok = cls(model.read_bytes(), int(info["context_length"]))
+        except (RuntimeError, KeyError) as e:
+            raise TokenizerError(f"cannot read tokenizer in {str(directory)!r}: {e}") from None
+        if len(info.get("pieces", [])) != tok.vocab_size:
+            raise TokenizerError(f"{str(meta)!r} lists {len(info.get('pieces', []))} pieces but "
+                                 f"{MODEL_FILE} has {tok.vocab_size}: the two files do not belong together")
+        return tok
+
+
+def train_tokenizer(texts: Iterable[str], vocab_size: int, context_length: int,
+                    character_coverage: float = 0.9995) -> BilingualTokenizer:
+    """Train a unigram SentencePiece model with byte fallback on an English + Chinese corpus.
+
+    vocab_size is an upper bound: a small corpus gives fewer pieces (hard_vocab_limit off), so check
+    `tokenizer.vocab_size` before sizing an embedding table.
+    """
+    corpus = [normalize(_check_text(t, "corpus text")) for t in texts]
+    corpus = [t for t in corpus if t]
+    if not corpus:
+        raise TokenizerError("the tokenizer corpus is empty; give it English and Chinese sentences")
+    if vocab_size < 260:
+        raise TokenizerError(f"vocab_size must be >= 260 (256 byte pieces + 4 specials), got {vocab_size}")
+    model = _BytesSink()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(corpus), model_writer=model, model_type="unigram",
+        vocab_size=vocab_size, hard_vocab_limit=False, byte_fallback=True,
+        character_coverage=character_coverage, normalization_rule_name="identity",
+        remove_extra_whitespaces=False, add_dummy_prefix=True, split_digits=True,
+        pad_id=PAD_ID, unk_id=UNK_ID, bos_id=BOS_ID, eos_id=EOS_ID,
+        num_threads=max(1, min(4, os.cpu_count() or 1)), minloglevel=2,
+    )
+    return BilingualTokenizer(model.data, context_length)
+
+
+class _BytesSink:
+    def __init__(self) -> None:
+        self.data = b""
+
+    def write(self, b: bytes) -> None:
+        self.data += b

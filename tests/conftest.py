@@ -1,0 +1,32 @@
+"""Shared fixtures: a tiny bilingual tokenizer and a tiny student, built once per session."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from dcclip_mobile.config import load_preset
+from dcclip_mobile.models import DCCLIPStudent
+from dcclip_mobile.tokenizer import BilingualTokenizer, train_tokenizer
+
+SAMPLE_TEXTS = [
+    "a photo of a t-shirt.", "a photo of a trouser.", "a photo of a pullover.", "a photo of a dress.",
+    "a photo of a coat.", "a photo of a sandal.", "a photo of a shirt.", "a photo of a sneaker.",
+    "a photo of a bag.", "a photo of an ankle boot.", "a blurry photo of the dog.", "a good photo of a cat.",
+    "一张T恤的照片。", "一张裤子的照片。", "一张套头衫的照片。", "一张连衣裙的照片。", "一张外套的照片。",
+    "一张凉鞋的照片。", "一张衬衫的照片。", "一张运动鞋的照片。", "一张包的照片。", "一张短靴的照片。",
+    "一张模糊的狗的照片。", "一张好看的猫的照片，很可爱！", "mixed 中英文 text, 混合的句子.",
+]
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer() -> BilingualTokenizer:
+    cfg = load_preset("tiny")
+    return train_tokenizer(SAMPLE_TEXTS * 8, vocab_size=cfg.text.vocab_size, context_length=cfg.text.context_length)
+
+
+@pytest.fixture()
+def tiny_student(tiny_tokenizer) -> DCCLIPStudent:
+    torch.manual_seed(0)
+    cfg = load_preset("tiny")
+    cfg.text.vocab_size = tiny_tokenizer.vocab_size
+    return DCCLIPStudent(cfg).eval()
