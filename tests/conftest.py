@@ -19,6 +19,11 @@ SAMPLE_TEXTS = [
 
 
 @pytest.fixture(scope="session")
+def sample_texts() -> list[str]:
+    return list(SAMPLE_TEXTS)
+
+
+@pytest.fixture(scope="session")
 def tiny_tokenizer() -> BilingualTokenizer:
     cfg = load_preset("tiny")
     return train_tokenizer(SAMPLE_TEXTS * 8, vocab_size=cfg.text.vocab_size, context_length=cfg.text.context_length)

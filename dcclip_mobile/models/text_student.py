@@ -18,15 +18,21 @@ MASK_VALUE = -1e4
 
 
 class RMSNorm(nn.Module):
-    """Written out as mean/rsqrt/mul so the XNNPACK partitioner takes it (nn.LayerNorm it does not)."""
+    """RMSNorm whose mean over channels is a matmul with a constant 1/d vector.
+
+    Why not x.pow(2).mean(-1): the executorch 1.5.1 XNNPACK partitioner takes neither nn.LayerNorm nor a
+    mean over the last dim, so either splits the graph twice per block; a linear it takes (bench/).
+    """
 
     def __init__(self, dim: int, eps: float = 1e-6):
         super().__init__()
         self.eps = eps
         self.weight = nn.Parameter(torch.ones(dim))
+        self.register_buffer("mean_weight", torch.full((1, dim), 1.0 / dim), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
+        mean_square = nn.functional.linear(x * x, self.mean_weight)
+        return x * torch.rsqrt(mean_square + self.eps) * self.weight
 
 
 def make_norm(kind: str, dim: int) -> nn.Module:
@@ -34,20 +40,34 @@ def make_norm(kind: str, dim: int) -> nn.Module:
 
 
 class Attention(nn.Module):
+    """Multi-head attention as 3-D bmm + softmax over [B*heads, L, L].
+
+    Separate q/k/v projections and 3-D bmm, because a fused qkv split (select) and 4-D matmul
+    broadcasting (expand) are ops the XNNPACK partitioner leaves outside, each splitting the graph.
+    """
+
     def __init__(self, width: int, heads: int):
         super().__init__()
         self.heads = heads
         self.head_dim = width // heads
-        self.qkv = nn.Linear(width, 3 * width)
+        self.q = nn.Linear(width, width)
+        self.k = nn.Linear(width, width)
+        self.v = nn.Linear(width, width)
         self.out = nn.Linear(width, width)
 
+    def _split_heads(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, _ = x.shape
+        return x.reshape(b, n, self.heads, self.head_dim).transpose(1, 2).reshape(b * self.heads, n, self.head_dim)
+
     def forward(self, x: torch.Tensor, additive_mask: torch.Tensor) -> torch.Tensor:
+        """x [B,L,W]; additive_mask [B,1,L]: 0 for tokens, MASK_VALUE for padding."""
         b, n, w = x.shape
-        qkv = self.qkv(x).reshape(b, n, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv[0], qkv[1], qkv[2]
-        scores = torch.matmul(q, k.transpose(-1, -2)) * (self.head_dim ** -0.5)
-        attn = torch.softmax(scores + additive_mask, dim=-1)
-        y = torch.matmul(attn, v).transpose(1, 2).reshape(b, n, w)
+        q = self._split_heads(self.q(x) * (self.head_dim ** -0.5))
+        k = self._split_heads(self.k(x))
+        v = self._split_heads(self.v(x))
+        scores = torch.bmm(q, k.transpose(1, 2)).reshape(b, self.heads * n, n)
+        attn = torch.softmax(scores + additive_mask, dim=-1).reshape(b * self.heads, n, n)
+        y = torch.bmm(attn, v).reshape(b, self.heads, n, self.head_dim).transpose(1, 2).reshape(b, n, w)
         return self.out(y)
 
 
@@ -92,6 +112,7 @@ class TextStudent(nn.Module):
         self.final_norm = make_norm(cfg.norm, cfg.width)
         self.proj = nn.Linear(cfg.width, embed_dim, bias=False)
         self.feature_dim = cfg.width
+        self.register_buffer("ones_row", torch.ones(1, cfg.context_length), persistent=False)
         nn.init.normal_(self.token_embedding.weight, std=0.02)
         nn.init.normal_(self.position_embedding, std=0.01)
         nn.init.normal_(self.proj.weight, std=cfg.width ** -0.5)
@@ -100,10 +121,12 @@ class TextStudent(nn.Module):
         check_text_inputs(input_ids, attention_mask, self.cfg.context_length)
         mask = attention_mask.to(torch.float32)  # [B,L]
         x = self.token_embedding(input_ids) + self.position_embedding
-        additive_mask = ((1.0 - mask) * MASK_VALUE)[:, None, None, :]  # [B,1,1,L], broadcast over heads/queries
+        b, n = mask.shape
+        additive_mask = ((1.0 - mask) * MASK_VALUE).reshape(b, 1, n)  # broadcast over heads and queries
         for block in self.blocks:
             x = block(x, additive_mask)
         x = self.final_norm(x)
-        weights = mask[:, :, None]
-        pooled = (x * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
+        # masked mean as matmuls (sum() is not delegated): counts = mask @ 1, pooled = (mask/counts) @ x
+        counts = nn.functional.linear(mask, self.ones_row).clamp(min=1.0)  # [B,1]
+        pooled = torch.bmm((mask / counts).reshape(b, 1, n), x).reshape(b, -1)
         return pooled, self.proj(pooled)
