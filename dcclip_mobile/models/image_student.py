@@ -80,5 +80,6 @@ class ImageStudent(nn.Module):
     def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         check_pixel_values(pixel_values, self.cfg.image_size)
         feature_map = self.features(pixel_values)
-        pooled = feature_map.mean(dim=(2, 3))
+        # keepdim: XNNPACK takes a spatial mean only in its 4-D form; without it the mean splits the graph
+        pooled = feature_map.mean(dim=(2, 3), keepdim=True).flatten(1)
         return feature_map, self.proj(pooled)

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# One-time setup on a fresh machine: the Python stack, the demo data set, the offline teacher's assets.
+# Safe to run again: each step is skipped or quick when its result is already there.
+set -euo pipefail
+cd "$(dirname "$0")"
+PY=${PYTHON:-python3}
+
+# executorch 1.5.1 declares no torch dependency and is built against torch 2.13.0: torch goes first,
+# pinned, or pip would pick a multi-GB CUDA build. (No torchvision: its wheels here break imports.)
+$PY -m pip install --quiet --disable-pip-version-check "torch==2.13.0"
+$PY -m pip install --quiet --disable-pip-version-check -e ".[dev]"
+
+# Fashion-MNIST, the built-in demo set, comes from Debian's registry.
+if [ ! -d /usr/share/datasets/fashion-mnist ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist >/dev/null
+  else
+    echo "setup.sh: Fashion-MNIST is missing; install it with: sudo apt-get install dataset-fashion-mnist" >&2
+  fi
+fi
