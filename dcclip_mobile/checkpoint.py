@@ -41,13 +41,19 @@ def save_student(model: DCCLIPStudent, tokenizer: BilingualTokenizer, directory:
         raise CheckpointError(f"tokenizer context_length {tokenizer.context_length} != text student "
                               f"context_length {model.cfg.text.context_length}")
     directory = Path(directory)
+    with atomic_directory(directory) as tmp:
+        write_student_files(model, tokenizer, tmp, metadata)
+    return directory
+
+
+def write_student_files(model: DCCLIPStudent, tokenizer: BilingualTokenizer, directory: Path,
+                        metadata: dict[str, str] | None = None) -> None:
+    """The checkpoint's files, into a directory the caller makes atomic (save_student, training state)."""
     # contiguous clones: safetensors refuses shared or strided storage
     state = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
-    with atomic_directory(directory) as tmp:
-        (tmp / CONFIG_FILE).write_text(json.dumps(model.cfg.to_dict(), indent=2, ensure_ascii=False) + "\n")
-        save_file(state, str(tmp / WEIGHTS_FILE), metadata=metadata or {})
-        tokenizer.save(tmp)
-    return directory
+    (directory / CONFIG_FILE).write_text(json.dumps(model.cfg.to_dict(), indent=2, ensure_ascii=False) + "\n")
+    save_file(state, str(directory / WEIGHTS_FILE), metadata=metadata or {})
+    tokenizer.save(directory)
 
 
 def load_student(directory: str | Path, map_location: str = "cpu") -> tuple[DCCLIPStudent, BilingualTokenizer]:

@@ -1,0 +1,71 @@
+"""The two losses of DC-CLIP and the adapters stage 1 needs.
+
+Stage 1 (distill): the student's feature map goes through a 1x1 conv adapter to the teacher's channel
+count (and is resized to the teacher's grid when the two differ), then SmoothL1 to the teacher's map.
+Text towers use different tokenizers, so their token grids do not line up: the pooled features go
+through a linear adapter instead. The adapters exist only for training; they are not exported.
+
+Stage 2 (align): symmetric InfoNCE, L = (L_i2t + L_t2i) / 2, with CLIP's learnable temperature.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class FeatureMapAdapter(nn.Module):
+    """Student feature map [B,Cs,h,w] -> teacher's [B,Ct,H,W]: 1x1 conv, then bilinear resize if needed."""
+
+    def __init__(self, student_channels: int, teacher_channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(student_channels, teacher_channels, kernel_size=1)
+
+    def forward(self, student_map: torch.Tensor, teacher_size: tuple[int, int]) -> torch.Tensor:
+        x = self.conv(student_map)
+        if tuple(x.shape[-2:]) != tuple(teacher_size):
+            x = F.interpolate(x, size=teacher_size, mode="bilinear", align_corners=False)
+        return x
+
+
+class PooledAdapter(nn.Module):
+    """Student pooled text features [B,Ws] -> the teacher's [B,Wt]."""
+
+    def __init__(self, student_dim: int, teacher_dim: int):
+        super().__init__()
+        self.linear = nn.Linear(student_dim, teacher_dim)
+
+    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
+        return self.linear(pooled)
+
+
+def feature_distill_loss(adapted: torch.Tensor, teacher: torch.Tensor, beta: float = 1.0) -> torch.Tensor:
+    """SmoothL1 between the adapted student features and the teacher's (teacher in any float dtype)."""
+    if adapted.shape != teacher.shape:
+        raise ValueError(f"adapted student features {tuple(adapted.shape)} and teacher features "
+                         f"{tuple(teacher.shape)} differ in shape; check the adapter's channels")
+    return F.smooth_l1_loss(adapted, teacher.to(adapted.dtype), beta=beta)
+
+
+def embedding_distill_loss(student_emb: torch.Tensor, teacher_emb: torch.Tensor) -> torch.Tensor:
+    """1 - cosine between student and teacher joint-space embeddings: the optional embedding-level term."""
+    return (1 - F.cosine_similarity(student_emb, teacher_emb.to(student_emb.dtype), dim=-1)).mean()
+
+
+def clip_contrastive_loss(image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: torch.Tensor,
+                          labels: torch.Tensor | None = None) -> torch.Tensor:
+    """Symmetric InfoNCE over normalized embeddings; row i of each is a pair.
+
+    `labels` (optional, [B]) marks pairs that share a class: with few classes many captions in a batch
+    describe the same thing, and treating them as negatives fights the signal; every same-label entry
+    then counts as a positive (the targets are spread over them).
+    """
+    logits = logit_scale * image_emb @ text_emb.t()
+    if labels is None:
+        targets = torch.arange(len(logits), device=logits.device)
+        return (F.cross_entropy(logits, targets) + F.cross_entropy(logits.t(), targets)) / 2
+    same = (labels[:, None] == labels[None, :]).to(logits.dtype)
+    targets = same / same.sum(dim=1, keepdim=True)
+    i2t = -(targets * F.log_softmax(logits, dim=1)).sum(1).mean()
+    t2i = -(targets * F.log_softmax(logits.t(), dim=1)).sum(1).mean()
+    return (i2t + t2i) / 2

@@ -1,0 +1,274 @@
+"""The training loop both stages share.
+
+What it promises: AdamW with linear warmup + cosine decay, gradient accumulation, a progress bar,
+metrics appended to `metrics.jsonl`, an atomic checkpoint every N steps, `resume` that continues
+exactly (same data order, same losses), fixed seeds, and DistributedDataParallel under `torchrun`
+(gloo on CPU, NCCL on GPU).
+
+A stage hands it a `StageModule`: an nn.Module that owns the student and the stage's extra trainable
+parts (adapters), and whose forward(batch) returns (loss, {metric: float}). The checkpoint directory is a
+student checkpoint (so `load_student` reads it) plus the trainer's state.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.distributed as dist
+from safetensors.torch import load_file, save_file
+from torch import nn
+from tqdm import tqdm
+
+from dcclip_mobile.atomic import atomic_directory
+from dcclip_mobile.checkpoint import write_student_files
+from dcclip_mobile.models import DCCLIPStudent
+from dcclip_mobile.tokenizer import BilingualTokenizer
+
+STATE_TENSORS = "training_state.safetensors"
+STATE_JSON = "training_state.json"
+
+
+class TrainConfigError(ValueError):
+    """A training option is out of range or inconsistent."""
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 100               # optimizer steps
+    batch_size: int = 64           # per process, per micro-batch
+    grad_accum: int = 1            # micro-batches per optimizer step
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    warmup_steps: int = 10
+    min_lr_ratio: float = 0.01     # cosine decays to lr * min_lr_ratio
+    seed: int = 0
+    checkpoint_every: int = 50     # steps; the last step always checkpoints
+    log_every: int = 1
+    num_workers: int = 0           # DataLoader workers
+
+    def validate(self) -> None:
+        checks = [
+            (self.steps > 0, f"steps must be > 0, got {self.steps}"),
+            (self.batch_size > 0, f"batch_size must be > 0, got {self.batch_size}"),
+            (self.grad_accum > 0, f"grad_accum must be > 0, got {self.grad_accum}"),
+            (self.lr > 0 and math.isfinite(self.lr), f"lr must be a positive number, got {self.lr}"),
+            (self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}"),
+            (0 <= self.warmup_steps <= self.steps, f"warmup_steps must be in [0, steps={self.steps}], got {self.warmup_steps}"),
+            (0 <= self.min_lr_ratio <= 1, f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}"),
+            (self.checkpoint_every > 0, f"checkpoint_every must be > 0, got {self.checkpoint_every}"),
+            (self.log_every > 0, f"log_every must be > 0, got {self.log_every}"),
+            (self.num_workers >= 0, f"num_workers must be >= 0, got {self.num_workers}"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise TrainConfigError(msg)
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Linear warmup to cfg.lr, then cosine to cfg.lr * min_lr_ratio at cfg.steps."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+class StageModule(nn.Module):
+    """Base class of a stage: holds `student` (a DCCLIPStudent) and whatever else the stage trains;
+    a subclass's forward(batch) returns (loss, {metric name: float})."""
+
+    student: DCCLIPStudent
+
+
+# ----------------------------------------------------------------------------------------- distributed
+@dataclass
+class DistInfo:
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed() -> DistInfo:
+    """Join the torchrun process group when WORLD_SIZE > 1; gloo on CPU, NCCL on GPU."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistInfo()
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+    return DistInfo(rank=dist.get_rank(), world=dist.get_world_size())
+
+
+# ------------------------------------------------------------------------------------------ data order
+class ResumableBatchSampler(torch.utils.data.Sampler):
+    """Micro-batches of indices in a seeded order, starting at any micro-batch.
+
+    Epoch e shuffles with seed + e; each process takes its own slice, so the order depends only on
+    (seed, world size, micro-batch number) and a resumed run sees exactly what the first run would have.
+    """
+
+    def __init__(self, n: int, batch_size: int, seed: int, dist_info: DistInfo, start: int, total: int):
+        self.per_epoch = n // (batch_size * dist_info.world)
+        if self.per_epoch == 0:
+            raise TrainConfigError(f"the data set has {n} samples, fewer than one batch "
+                                   f"({batch_size} x {dist_info.world} processes); lower batch_size")
+        self.n, self.batch_size, self.seed, self.dist = n, batch_size, seed, dist_info
+        self.start, self.total = start, total
+
+    def __len__(self) -> int:
+        return self.total - self.start
+
+    def __iter__(self):
+        order, order_epoch = None, -1
+        for k in range(self.start, self.total):
+            epoch, j = divmod(k, self.per_epoch)
+            if epoch != order_epoch:
+                order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed + epoch))
+                order_epoch = epoch
+            first = (j * self.dist.world + self.dist.rank) * self.batch_size
+            yield order[first: first + self.batch_size].tolist()
+
+
+# ----------------------------------------------------------------------------------- checkpoint state
+def save_training_checkpoint(directory: Path, stage: StageModule, tokenizer: BilingualTokenizer,
+                             optimizer: torch.optim.Optimizer, step: int, cfg: TrainConfig, extra: dict) -> None:
+    """Student checkpoint + the trainer's state, written as one atomic directory. No pickle: tensors in
+    safetensors, everything else in JSON."""
+    tensors = {f"stage.{k}": v.detach().contiguous().clone() for k, v in stage.state_dict().items()}
+    opt = optimizer.state_dict()
+    for pid, pstate in opt["state"].items():
+        for name, value in pstate.items():
+            tensors[f"optim.{pid}.{name}"] = torch.as_tensor(value).clone()
+    tensors["rng.torch"] = torch.get_rng_state()
+    meta = {"step": step, "train_config": dataclasses.asdict(cfg), "param_groups": opt["param_groups"], **extra}
+    with atomic_directory(directory) as tmp:
+        write_student_files(stage.student, tokenizer, tmp)
+        save_file(tensors, str(tmp / STATE_TENSORS))
+        (tmp / STATE_JSON).write_text(json.dumps(meta, indent=2) + "\n")
+
+
+def load_training_checkpoint(directory: Path, stage: StageModule, optimizer: torch.optim.Optimizer) -> dict:
+    """Restore what save_training_checkpoint wrote; returns its JSON metadata (with "step")."""
+    for f in (STATE_TENSORS, STATE_JSON):
+        if not (directory / f).is_file():
+            raise TrainConfigError(f"cannot resume: {str(directory / f)!r} is missing; start without --resume "
+                                   "or point --out at the run to continue")
+    meta = json.loads((directory / STATE_JSON).read_text())
+    tensors = load_file(str(directory / STATE_TENSORS))
+    stage.load_state_dict({k[len("stage."):]: v for k, v in tensors.items() if k.startswith("stage.")})
+    state: dict[int, dict] = {}
+    for k, v in tensors.items():
+        if k.startswith("optim."):
+            _, pid, name = k.split(".", 2)
+            state.setdefault(int(pid), {})[name] = v
+    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    torch.set_rng_state(tensors["rng.torch"])
+    return meta
+
+
+# ----------------------------------------------------------------------------------------------- train
+def train(stage: StageModule, dataset: torch.utils.data.Dataset, collate: Callable, tokenizer: BilingualTokenizer,
+          cfg: TrainConfig, out_dir: str | Path, resume: bool = False, desc: str = "train",
+          stop_after: int | None = None, extra_state: dict | None = None) -> Path:
+    """Run (or resume) a stage; returns the checkpoint directory `out_dir/checkpoint`.
+
+    stop_after: stop (with a checkpoint) after this many optimizer steps, as an interruption would;
+    used by tests and by users who train in slices.
+    """
+    cfg.validate()
+    out_dir = Path(out_dir)
+    ckpt_dir = out_dir / "checkpoint"
+    metrics_path = out_dir / "metrics.jsonl"
+    info = init_distributed()
+    torch.manual_seed(cfg.seed)
+
+    decay, no_decay = [], []
+    for name, p in stage.named_parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim < 2 or "logit_scale" in name else decay).append(p)
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                                   {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
+    step = 0
+    if resume:
+        meta = load_training_checkpoint(ckpt_dir, stage, optimizer)
+        step = meta["step"]
+        if meta["train_config"] != dataclasses.asdict(cfg):
+            changed = {k: (v, dataclasses.asdict(cfg)[k]) for k, v in meta["train_config"].items()
+                       if dataclasses.asdict(cfg).get(k) != v}
+            raise TrainConfigError(f"cannot resume {str(ckpt_dir)!r} with different options {changed} "
+                                   "(saved, now): a resumed run must be the same run")
+    if info.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        _truncate_metrics(metrics_path, step)
+
+    model: nn.Module = stage
+    if info.world > 1:
+        model = nn.parallel.DistributedDataParallel(stage)
+    sampler = ResumableBatchSampler(len(dataset), cfg.batch_size, cfg.seed, info,
+                                    start=step * cfg.grad_accum, total=cfg.steps * cfg.grad_accum)
+    loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, collate_fn=collate,
+                                         num_workers=cfg.num_workers)
+    end = cfg.steps if stop_after is None else min(cfg.steps, step + stop_after)
+    stage.train()
+    bar = tqdm(total=cfg.steps, initial=step, desc=desc, disable=not info.is_main, dynamic_ncols=True)
+    batches = iter(loader)
+    while step < end:
+        lr = lr_at(step, cfg)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        sums: dict[str, float] = {}
+        for micro in range(cfg.grad_accum):
+            batch = next(batches)
+            sync = micro == cfg.grad_accum - 1 or info.world == 1
+            ctx = contextlib.nullcontext() if sync else model.no_sync()
+            with ctx:
+                loss, metrics = model(batch)
+                (loss / cfg.grad_accum).backward()
+            for k, v in {"loss": loss.item(), **metrics}.items():
+                sums[k] = sums.get(k, 0.0) + v / cfg.grad_accum
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        if info.world > 1:
+            sums = _mean_across(sums, info)
+        bar.update(1)
+        bar.set_postfix(loss=f"{sums['loss']:.4f}", lr=f"{lr:.2e}")
+        if info.is_main and (step % cfg.log_every == 0 or step == end):
+            with metrics_path.open("a") as f:
+                f.write(json.dumps({"step": step, "lr": lr, **sums}) + "\n")
+        if step % cfg.checkpoint_every == 0 or step == end:
+            if info.is_main:
+                save_training_checkpoint(ckpt_dir, stage, tokenizer, optimizer, step, cfg, extra_state or {})
+            if info.world > 1:
+                dist.barrier()
+    bar.close()
+    stage.eval()
+    return ckpt_dir
+
+
+def read_metrics(out_dir: str | Path) -> list[dict]:
+    path = Path(out_dir) / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop lines past the resumed step, so a resumed run's log reads as one run."""
+    if path.exists():
+        keep = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
+        path.write_text("".join(line + "\n" for line in keep))
+
+
+def _mean_across(values: dict[str, float], info: DistInfo) -> dict[str, float]:
+    keys = sorted(values)
+    t = torch.tensor([values[k] for k in keys], dtype=torch.float64)
+    dist.all_reduce(t)
+    return {k: float(v) / info.world for k, v in zip(keys, t)}
+
