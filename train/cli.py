@@ -1,0 +1,30 @@
+"""Command-line options both stage runners share, turned into a TrainConfig."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+
+from .loop import TrainConfig
+
+
+def add_train_args(ap: argparse.ArgumentParser, defaults: TrainConfig) -> None:
+    g = ap.add_argument_group("optimization")
+    g.add_argument("--steps", type=int, default=defaults.steps, help="optimizer steps")
+    g.add_argument("--batch-size", type=int, default=defaults.batch_size, help="per process, per micro-batch")
+    g.add_argument("--grad-accum", type=int, default=defaults.grad_accum, help="micro-batches per step")
+    g.add_argument("--lr", type=float, default=defaults.lr)
+    g.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
+    g.add_argument("--warmup-steps", type=int, default=defaults.warmup_steps)
+    g.add_argument("--min-lr-ratio", type=float, default=defaults.min_lr_ratio, help="cosine floor, x lr")
+    g.add_argument("--seed", type=int, default=defaults.seed)
+    g.add_argument("--checkpoint-every", type=int, default=defaults.checkpoint_every)
+    g.add_argument("--log-every", type=int, default=defaults.log_every)
+    g.add_argument("--num-workers", type=int, default=defaults.num_workers)
+    g.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
+    g.add_argument("--threads", type=int, default=0, help="torch threads per process (0: torch's default)")
+
+
+def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
+    cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
+    cfg.validate()
+    return cfg
