@@ -87,7 +87,8 @@ class AlignStage(StageModule):
         img_n, txt_n = F.normalize(img, dim=-1), F.normalize(txt, dim=-1)
         labels = batch.get("labels") if self.label_aware else None
         loss = clip_contrastive_loss(img_n, txt_n, self.student.scale(), labels)
-        metrics = {"infonce": loss.item(), "logit_scale": self.student.scale().item()}
+        metrics = {"infonce": loss.item(), "logit_scale": self.student.scale().item(),
+                   "skipped_images": float(batch.get("skipped", 0))}
         if self.distill_weight > 0 and "teacher_image_embedding" in batch:
             l_d = embedding_distill_loss(img, batch["teacher_image_embedding"])
             loss = loss + self.distill_weight * l_d

@@ -1,0 +1,83 @@
+"""Stage 2: align the two students with symmetric InfoNCE on English and Chinese image-text pairs.
+
+    python -m train.align --init runs/demo/stage1/checkpoint --images fashion-mnist --out runs/demo/stage2
+
+Starts from a stage-1 checkpoint. On a labeled set (Fashion-MNIST, ELEVATER) captions are made from the
+labels, English and Chinese alternating, and same-class pairs count as positives; a pairs file brings its
+own captions. --distill-weight keeps the image embeddings near the teacher's while aligning.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from dcclip_mobile.assets import cache_dir
+from dcclip_mobile.checkpoint import load_student
+from dcclip_mobile.teachers import build_teacher
+from dcclip_mobile.teachers.cache import cache_image_features
+
+from .cli import add_train_args, train_config_from_args
+from .datasets import AlignSet, collate_skipping_bad
+from .loop import TrainConfig, train
+from .sources import add_image_source_args, image_source, student_preprocess
+from .stages import AlignStage
+
+DEFAULTS = TrainConfig(steps=300, batch_size=64, lr=1e-3, warmup_steps=20, checkpoint_every=100)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m train.align", description=__doc__.splitlines()[0])
+    ap.add_argument("--init", required=True, help="stage-1 checkpoint directory")
+    add_image_source_args(ap, default_limit=10000)
+    ap.add_argument("--distill-weight", type=float, default=0.0,
+                    help="weight of 1-cos(student, teacher) image embeddings (needs --teacher)")
+    ap.add_argument("--teacher", default=None, help="teacher for --distill-weight ('offline', 'altclip:...')")
+    ap.add_argument("--cache", default=None)
+    ap.add_argument("--no-label-positives", action="store_true",
+                    help="plain InfoNCE even on labeled data (same-class pairs become negatives)")
+    ap.add_argument("--out", default="runs/align")
+    add_train_args(ap, DEFAULTS)
+    return ap
+
+
+def run(args: argparse.Namespace) -> Path:
+    cfg = train_config_from_args(args)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.distill_weight > 0 and not args.teacher:
+        raise ValueError(f"--distill-weight {args.distill_weight} needs --teacher")
+    student, tokenizer = load_student(args.init)
+    images = image_source(args, split="train")
+    labels = torch.as_tensor(images.labels) if hasattr(images, "labels") else None
+    teacher_emb = None
+    if args.distill_weight > 0:
+        teacher = build_teacher(args.teacher)
+        cache = Path(args.cache) if args.cache else cache_dir() / "teacher_features"
+        teacher_emb = cache_image_features(teacher, images.image, len(images), images.dataset_id, cache)["embedding"]
+    data = AlignSet(images, student_preprocess(student.cfg), tokenizer, labels=labels,
+                    classnames=getattr(images, "classes", None), teacher_embeddings=teacher_emb)
+    stage = AlignStage(student, args.distill_weight, label_aware=not args.no_label_positives)
+    ckpt = train(stage, data, collate_skipping_bad, tokenizer, cfg, args.out, resume=args.resume,
+                 desc="stage 2 align", extra_state={"init": str(args.init), "images": images.dataset_id})
+    (Path(args.out) / "stage.json").write_text(json.dumps({"stage": "align", "init": str(args.init),
+                                                           "checkpoint": str(ckpt)}, indent=2) + "\n")
+    return ckpt
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        ckpt = run(args)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"stage 2 checkpoint: {ckpt}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

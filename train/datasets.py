@@ -1,0 +1,92 @@
+"""What each stage's batches are made of: images (preprocessed for the student), tokenized texts, and the
+teacher's cached outputs, indexed together."""
+from __future__ import annotations
+
+import zlib
+from typing import Protocol
+
+import torch
+
+from dcclip_mobile.data.labels import templates
+from dcclip_mobile.data.preprocess import ImageLoadError, ImagePreprocess, preprocess_image
+from dcclip_mobile.tokenizer import BilingualTokenizer
+
+
+class ImageSource(Protocol):
+    dataset_id: str
+
+    def __len__(self) -> int: ...
+
+    def image(self, i: int): ...
+
+
+class DistillSet(torch.utils.data.Dataset):
+    """Item k: image k mod N_images with its teacher map/embedding, and text k mod N_texts with its teacher
+    features; one epoch covers the larger of the two."""
+
+    def __init__(self, images: ImageSource, pre: ImagePreprocess, teacher_images: dict[str, torch.Tensor],
+                 tokens: dict[str, torch.Tensor], teacher_texts: dict[str, torch.Tensor]):
+        self.images, self.pre = images, pre
+        self.teacher_images, self.tokens, self.teacher_texts = teacher_images, tokens, teacher_texts
+        self.n_images, self.n_texts = len(images), len(tokens["input_ids"])
+
+    def __len__(self) -> int:
+        return max(self.n_images, self.n_texts)
+
+    def __getitem__(self, k: int) -> dict:
+        i, t = k % self.n_images, k % self.n_texts
+        return {"pixel_values": preprocess_image(self.images.image(i), self.pre),
+                "teacher_map": self.teacher_images["feature_map"][i].float(),
+                "teacher_image_embedding": self.teacher_images["embedding"][i].float(),
+                "input_ids": self.tokens["input_ids"][t], "attention_mask": self.tokens["attention_mask"][t],
+                "teacher_text_features": self.teacher_texts["pooled"][t].float(),
+                "teacher_text_embedding": self.teacher_texts["embedding"][t].float()}
+
+
+def label_caption(i: int, label: int, classnames: dict[str, list[str]]) -> tuple[str, str]:
+    """A fixed caption for labeled image i: English for even i, Chinese for odd i (so every shuffled batch
+    mixes the two), in a template picked by a hash of i."""
+    lang = "en" if i % 2 == 0 else "zh"
+    ts = templates(lang)
+    return ts[zlib.crc32(str(i).encode()) % len(ts)].replace("{c}", classnames[lang][label]), lang
+
+
+class AlignSet(torch.utils.data.Dataset):
+    """Image-caption pairs for stage 2: a labeled set (captions made from labels in both languages) or a
+    pairs file (its own captions). A bad image file yields None; `collate_skipping_bad` drops and counts it."""
+
+    def __init__(self, images: ImageSource, pre: ImagePreprocess, tokenizer: BilingualTokenizer,
+                 labels: torch.Tensor | None = None, classnames: dict[str, list[str]] | None = None,
+                 teacher_embeddings: torch.Tensor | None = None):
+        self.images, self.pre, self.labels, self.teacher = images, pre, labels, teacher_embeddings
+        if labels is not None:
+            captions = [label_caption(i, int(l), classnames) for i, l in enumerate(labels)]
+        else:
+            captions = [images.caption(i) for i in range(len(images))]
+        self.langs = [lang for _, lang in captions]
+        self.tokens = tokenizer([c for c, _ in captions])
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> dict | None:
+        try:
+            img = self.images.image(i)
+        except ImageLoadError:
+            return None
+        item = {"pixel_values": preprocess_image(img, self.pre), "input_ids": self.tokens["input_ids"][i],
+                "attention_mask": self.tokens["attention_mask"][i]}
+        if self.labels is not None:
+            item["labels"] = torch.as_tensor(int(self.labels[i]))
+        if self.teacher is not None:
+            item["teacher_image_embedding"] = self.teacher[i].float()
+        return item
+
+
+def collate_skipping_bad(items: list[dict | None]) -> dict:
+    good = [it for it in items if it is not None]
+    if not good:
+        raise ImageLoadError("every image in a batch failed to load; check the pairs file's paths")
+    batch = torch.utils.data.default_collate(good)
+    batch["skipped"] = len(items) - len(good)
+    return batch

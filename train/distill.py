@@ -1,0 +1,103 @@
+"""Stage 1: distill the teacher's image feature maps and bilingual text features into a student.
+
+    python -m train.distill --teacher offline --images fashion-mnist --out runs/demo/stage1
+
+Trains the bilingual tokenizer on the text corpus, sizes the student from a preset (its joint space takes
+the teacher's dimension so the embedding terms apply), fills the teacher feature cache once, and trains
+with the shared loop (resumable with --resume).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from dcclip_mobile.assets import cache_dir
+from dcclip_mobile.config import load_preset
+from dcclip_mobile.data.labels import bilingual_corpus
+from dcclip_mobile.models import DCCLIPStudent
+from dcclip_mobile.teachers import build_teacher
+from dcclip_mobile.teachers.cache import cache_image_features, cache_text_features
+from dcclip_mobile.tokenizer import BilingualTokenizer, train_tokenizer
+
+from .cli import add_train_args, train_config_from_args
+from .datasets import DistillSet
+from .loop import TrainConfig, train
+from .sources import add_image_source_args, image_source, student_preprocess
+from .stages import DistillStage, DistillWeights
+
+DEFAULTS = TrainConfig(steps=150, batch_size=64, lr=2e-3, warmup_steps=15, checkpoint_every=50)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m train.distill", description=__doc__.splitlines()[0])
+    ap.add_argument("--teacher", default="offline", help="'offline' or 'altclip:<hub id or local dir>'")
+    add_image_source_args(ap, default_limit=5000)
+    ap.add_argument("--corpus-size", type=int, default=8000, help="bilingual texts to distill on")
+    ap.add_argument("--texts", help="extra texts, one per line (English or Chinese), added to the corpus")
+    ap.add_argument("--preset", default="small")
+    ap.add_argument("--image-size", type=int, help="override the preset's student input size")
+    ap.add_argument("--vocab-size", type=int, help="tokenizer vocabulary bound (default: the preset's)")
+    ap.add_argument("--cache", default=None, help="teacher feature cache (default: $DCCLIP_CACHE/teacher_features)")
+    ap.add_argument("--out", default="runs/distill")
+    for name, default in vars(DistillWeights()).items():
+        ap.add_argument(f"--w-{name.replace('_', '-')}", type=float, default=default, help=f"loss weight: {name}")
+    add_train_args(ap, DEFAULTS)
+    return ap
+
+
+def run(args: argparse.Namespace) -> Path:
+    cfg = train_config_from_args(args)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    cache = Path(args.cache) if args.cache else cache_dir() / "teacher_features"
+    teacher = build_teacher(args.teacher)
+    images = image_source(args, split="train")
+    corpus = [t for t, _ in bilingual_corpus(args.corpus_size, seed=args.seed)]
+    if args.texts:
+        corpus += [line.strip() for line in Path(args.texts).read_text(encoding="utf-8").splitlines() if line.strip()]
+
+    student_cfg = load_preset(args.preset)
+    if args.image_size:
+        student_cfg.image.image_size = args.image_size
+    student_cfg.embed_dim = teacher.embed_dim  # the student's joint space is the teacher's
+    tok_dir = out / "tokenizer"
+    if args.resume and (tok_dir / "tokenizer.model").is_file():
+        tokenizer = BilingualTokenizer.load(tok_dir)
+    else:
+        tokenizer = train_tokenizer(corpus, args.vocab_size or student_cfg.text.vocab_size,
+                                    student_cfg.text.context_length)
+        tokenizer.save(tok_dir)
+    student_cfg.text.vocab_size = tokenizer.vocab_size
+    torch.manual_seed(args.seed)
+    student = DCCLIPStudent(student_cfg)
+
+    teacher_images = cache_image_features(teacher, images.image, len(images), images.dataset_id, cache)
+    teacher_texts = cache_text_features(teacher, corpus, f"corpus-{len(corpus)}", cache)
+    weights = DistillWeights(**{k: getattr(args, f"w_{k}") for k in vars(DistillWeights())})
+    stage = DistillStage(student, teacher.feature_channels, teacher.text_feature_dim, teacher.embed_dim, weights)
+    data = DistillSet(images, student_preprocess(student_cfg), teacher_images, tokenizer(corpus), teacher_texts)
+    ckpt = train(stage, data, torch.utils.data.default_collate, tokenizer, cfg, out, resume=args.resume,
+                 desc="stage 1 distill", extra_state={"teacher": teacher.teacher_id, "images": images.dataset_id})
+    (out / "stage.json").write_text(json.dumps({"stage": "distill", "teacher": teacher.teacher_id,
+                                                "checkpoint": str(ckpt)}, indent=2) + "\n")
+    return ckpt
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        ckpt = run(args)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"stage 1 checkpoint: {ckpt}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
