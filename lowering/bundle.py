@@ -1,0 +1,112 @@
+"""Bundle pieces besides the encoders: golden vectors, class embeddings, the manifest's fixed parts.
+
+The schema is documented in dcclip_mobile/bundle_manifest.py (the apps and the report read it there).
+"""
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+from pathlib import Path
+
+import torch
+
+from dcclip_mobile import bundle_manifest as bm
+from dcclip_mobile.models import DCCLIPStudent
+from dcclip_mobile.tokenizer import NORMALIZATION, BilingualTokenizer
+
+from .encoders import TensorSpec, input_specs, output_spec
+from .inputs import TEMPLATES, EvalSet, image_preprocess_description, preprocess
+
+N_GOLDEN_IMAGES = 3
+
+
+def _floats(t: torch.Tensor, digits: int = 7) -> list[float]:
+    return [round(float(v), digits) for v in t.flatten()]
+
+
+def tensor_checksum(x: torch.Tensor) -> dict:
+    """What an app compares its own preprocessing against: exact (sha256 of float32 LE bytes) and
+    tolerant (sum, mean, the first values), since resizers differ in the last bits across platforms."""
+    x = x.detach().to(torch.float32).contiguous()
+    data = x.numpy().astype("<f4").tobytes()
+    return {"shape": list(x.shape), "sha256": hashlib.sha256(data).hexdigest(), "sum": float(x.sum()),
+            "mean": float(x.mean()), "first": _floats(x.flatten()[:8])}
+
+
+@torch.no_grad()
+def write_golden(directory: Path, model: DCCLIPStudent, tokenizer: BilingualTokenizer, eval_set: EvalSet) -> None:
+    """golden.json + golden/<i>.png: the apps' tests check tokenizer, preprocessing and encoders on these."""
+    cfg = model.cfg
+    texts = [("en", eval_set.class_texts()["en"][0]), ("zh", eval_set.class_texts()["zh"][0])] + \
+        [t for t in eval_set.extra_texts[:4]]
+    golden_texts = []
+    for lang, text in texts:
+        enc = tokenizer([text])
+        emb = model.encode_text(enc["input_ids"], enc["attention_mask"])[0]
+        golden_texts.append({"text": text, "language": lang, "input_ids": enc["input_ids"][0].tolist(),
+                             "attention_mask": enc["attention_mask"][0].tolist(), "embedding": _floats(emb)})
+    (directory / "golden").mkdir(exist_ok=True)
+    golden_images = []
+    for i, img in enumerate(eval_set.parity_images[:N_GOLDEN_IMAGES]):
+        rel = f"golden/{i}.png"
+        img.convert("RGB").save(directory / rel, format="PNG")
+        x = preprocess(img, cfg)
+        golden_images.append({"file": rel, "preprocessed": tensor_checksum(x),
+                              "embedding": _floats(model.encode_image(x)[0])})
+    golden = {"format_version": bm.GOLDEN_FORMAT_VERSION, "embed_dim": cfg.embed_dim,
+              "note": "embeddings are the eager PyTorch student's, fp32, unit length; compare with cosine",
+              "texts": golden_texts, "images": golden_images}
+    (directory / bm.GOLDEN_FILE).write_text(json.dumps(golden, ensure_ascii=False, indent=1) + "\n")
+
+
+@torch.no_grad()
+def write_class_embeddings(directory: Path, model: DCCLIPStudent, tokenizer: BilingualTokenizer,
+                           eval_set: EvalSet) -> dict:
+    """Unit-length text embeddings of the label set's prompts, both languages; the manifest's entry."""
+    out = {"format_version": 1, "templates": dict(TEMPLATES), "labels_en": eval_set.labels["en"],
+           "labels_zh": eval_set.labels["zh"]}
+    for lang, texts in eval_set.class_texts().items():
+        enc = tokenizer(texts)
+        out[f"embeddings_{lang}"] = [_floats(e) for e in model.encode_text(enc["input_ids"], enc["attention_mask"])]
+    (directory / bm.CLASS_EMBEDDINGS_FILE).write_text(json.dumps(out, ensure_ascii=False) + "\n")
+    return {"file": bm.CLASS_EMBEDDINGS_FILE, "labels_en": eval_set.labels["en"], "labels_zh": eval_set.labels["zh"],
+            "templates": dict(TEMPLATES)}
+
+
+def _specs(specs: list[TensorSpec]) -> list[dict]:
+    return [s.to_dict() for s in specs]
+
+
+def base_manifest(target: str, model: DCCLIPStudent, tokenizer: BilingualTokenizer, checkpoint: str | None,
+                  checkpoint_sha256: dict[str, str]) -> dict:
+    cfg = model.cfg
+    id_dtype = "int32" if target == "ios" else "int64"
+    return {
+        "format_version": bm.BUNDLE_FORMAT_VERSION,
+        "target": target,
+        "created_by": f"dcclip-mobile {_version()} (python -m lowering.export)",
+        "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "student": {"name": cfg.name, "embed_dim": cfg.embed_dim, "checkpoint": checkpoint,
+                    "checkpoint_sha256": checkpoint_sha256},
+        "embed_dim": cfg.embed_dim,
+        "logit_scale": float(model.scale().detach()),
+        "image": {"inputs": _specs(input_specs(cfg, "image")), "output": output_spec(cfg).to_dict(),
+                  "preprocess": image_preprocess_description(cfg)},
+        "text": {"inputs": _specs(input_specs(cfg, "text", id_dtype=id_dtype)), "output": output_spec(cfg).to_dict(),
+                 "context_length": tokenizer.context_length, "vocab_size": tokenizer.vocab_size,
+                 "special_ids": {"pad": tokenizer.pad_id, "unk": tokenizer.unk_id, "bos": tokenizer.bos_id,
+                                 "eos": tokenizer.eos_id},
+                 "tokenizer": {"model": "tokenizer.model", "json": "tokenizer.json"},
+                 "normalization": dict(NORMALIZATION)},
+        "golden": bm.GOLDEN_FILE,
+    }
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("dcclip-mobile")
+    except Exception:  # not installed (running from a checkout)
+        return "unknown"
