@@ -15,8 +15,9 @@ manifest.json (format_version 1), every key always present:
     student:        {name, embed_dim, checkpoint (path as given), checkpoint_sha256 {file: sha256}}
     embed_dim:      int; every encoder outputs "embedding" float32 [1, embed_dim], already unit length
     logit_scale:    float, exp() of the learned temperature, clamped: logits = logit_scale * cos
-    image:          {inputs: [{name, shape, dtype}], output: {name, shape, dtype}, preprocess: {
-                      image_size, resize, crop, interpolation, rescale, mean, std, channel_order, layout}}
+    image:          {inputs: [{name, shape, dtype}], output: {name, shape, dtype}, preprocess: {size, resize
+                      ("shorter_side_bicubic_then_center_crop"), interpolation, crop, scale, mean, std,
+                      channel_order, layout, dtype}}  (dcclip_mobile.data.preprocess.ImagePreprocess.to_dict)
     text:           {inputs, output, context_length, special_ids {pad, unk, bos, eos}, vocab_size,
                      tokenizer {model, json}, normalization}
     artifacts:      list of {tower, backend ("xnnpack" | "coreml" | "torchscript"), format ("pte" |

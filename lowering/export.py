@@ -46,7 +46,7 @@ PRECISIONS = {"android": XNNPACK_PRECISIONS, "ios": COREML_PRECISIONS, "torchscr
 # accuracy first: int8 static keeps mean cosine >= 0.998 on both towers and is 2-4x smaller and faster
 # than fp32; 8da4w misses the gate's 0.99 on the text tower (bench/bench_lowering.py)
 DEFAULT_PRECISION = {"android": "int8", "ios": "fp16", "torchscript": "fp32"}
-DEFAULT_CHECKPOINT = "runs/demo/student"
+DEFAULT_CHECKPOINT = "runs/demo/stage2/checkpoint"  # what `python -m train.demo` leaves
 LATENCY_RUNS = 50
 LATENCY_THREADS = 2
 

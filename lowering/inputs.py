@@ -5,20 +5,18 @@ measure a quantizer on the very inputs it was calibrated on.
 """
 from __future__ import annotations
 
-import gzip
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image
 
 from dcclip_mobile.config import StudentConfig
+from dcclip_mobile.data.fashion_mnist import CLASSES_EN, CLASSES_ZH, DatasetMissingError, FashionMNIST
+from dcclip_mobile.data.preprocess import ImagePreprocess, preprocess_image
 from dcclip_mobile.tokenizer import BilingualTokenizer
 
-FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
-FASHION_LABELS_EN = ["t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle boot"]
-FASHION_LABELS_ZH = ["T恤", "裤子", "套头衫", "连衣裙", "外套", "凉鞋", "衬衫", "运动鞋", "包", "短靴"]
+FASHION_LABELS_EN, FASHION_LABELS_ZH = list(CLASSES_EN), list(CLASSES_ZH)
 TEMPLATES = {"en": "a photo of a {}.", "zh": "一张{}的照片。"}
 CALIBRATION_TEMPLATES = {"en": ["a blurry photo of a {}.", "a close-up photo of the {}.", "a {} on a white background."],
                          "zh": ["一张模糊的{}的照片。", "{}的特写照片。", "白色背景上的{}。"]}
@@ -68,21 +66,13 @@ def read_labels(path_en: str | Path | None, path_zh: str | Path | None) -> dict[
     return out
 
 
-def _read_idx_images(path: Path) -> np.ndarray:
-    with gzip.open(path, "rb") as f:
-        data = f.read()
-    n, rows, cols = (int.from_bytes(data[i:i + 4], "big") for i in (4, 8, 12))
-    return np.frombuffer(data, dtype=np.uint8, offset=16).reshape(n, rows, cols)
-
-
-def fashion_mnist_images(indices: list[int], directory: Path = FASHION_MNIST_DIR) -> list[Image.Image]:
+def fashion_mnist_images(indices: list[int]) -> list[Image.Image]:
     """Fashion-MNIST test images as RGB PIL images (Debian's dataset-fashion-mnist)."""
-    path = directory / "t10k-images-idx3-ubyte.gz"
-    if not path.is_file():
-        raise InputsError(f"{str(path)!r} is missing: install Debian's dataset-fashion-mnist "
-                          "(./setup.sh does), or pass eval images to export_bundle()")
-    arr = _read_idx_images(path)
-    return [Image.fromarray(arr[i]).convert("RGB") for i in indices]
+    try:
+        test = FashionMNIST("test")
+    except DatasetMissingError as e:
+        raise InputsError(f"{e}; or pass eval images to export_bundle()") from None
+    return [test.image(i) for i in indices]
 
 
 def default_eval_set(labels: dict[str, list[str]] | None = None, n_calibration: int = 32, n_parity: int = 64) -> EvalSet:
@@ -97,27 +87,18 @@ def default_eval_set(labels: dict[str, list[str]] | None = None, n_calibration: 
     return EvalSet(calibration_images=calib, parity_images=parity, labels=labels, calibration_texts=calib_texts)
 
 
+def image_preprocess(cfg: StudentConfig) -> ImagePreprocess:
+    return ImagePreprocess(cfg.image.image_size, tuple(cfg.image.image_mean), tuple(cfg.image.image_std))
+
+
 def image_preprocess_description(cfg: StudentConfig) -> dict:
-    """The rule `preprocess` implements, as the manifest states it for the apps."""
-    return {"image_size": cfg.image.image_size, "resize": "shorter side to image_size", "interpolation": "bicubic",
-            "crop": "center, image_size x image_size", "rescale": "uint8 / 255", "mean": list(cfg.image.image_mean),
-            "std": list(cfg.image.image_std), "channel_order": "RGB", "layout": "NCHW"}
+    """The rule (dcclip_mobile.data.preprocess) as the manifest states it for the apps."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in image_preprocess(cfg).to_dict().items()}
 
 
 def preprocess(img: Image.Image, cfg: StudentConfig) -> torch.Tensor:
-    """PIL image -> float32 [1,3,S,S], by the rule of image_preprocess_description."""
-    s = cfg.image.image_size
-    img = img.convert("RGB")
-    w, h = img.size
-    scale = s / min(w, h)
-    img = img.resize((max(s, round(w * scale)), max(s, round(h * scale))), Image.BICUBIC)
-    w, h = img.size
-    left, top = (w - s) // 2, (h - s) // 2
-    img = img.crop((left, top, left + s, top + s))
-    x = torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0).permute(2, 0, 1)
-    mean = torch.tensor(cfg.image.image_mean).view(3, 1, 1)
-    std = torch.tensor(cfg.image.image_std).view(3, 1, 1)
-    return ((x - mean) / std).unsqueeze(0).contiguous()
+    """PIL image -> float32 [1,3,S,S], by training's one preprocessing."""
+    return preprocess_image(img, image_preprocess(cfg)).unsqueeze(0).contiguous()
 
 
 def image_inputs(images: list[Image.Image], cfg: StudentConfig) -> list[tuple[torch.Tensor]]:

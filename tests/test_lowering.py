@@ -16,7 +16,7 @@ from dcclip_mobile.models import DCCLIPStudent
 from lowering.coreml_backend import coreml_structure
 from lowering.executorch_backend import PteRunner
 from lowering.export import PRECISIONS, ParityGateError, export_bundles, main
-from lowering.inputs import EvalSet, FASHION_MNIST_DIR, default_eval_set, image_inputs, preprocess
+from lowering.inputs import EvalSet, InputsError, default_eval_set, image_inputs, preprocess
 from lowering.bundle import tensor_checksum
 
 pytestmark = pytest.mark.slow
@@ -40,8 +40,10 @@ def _drawn_images(n: int, seed: int):
 
 @pytest.fixture(scope="module")
 def eval_set() -> EvalSet:
-    if (FASHION_MNIST_DIR / "t10k-images-idx3-ubyte.gz").is_file():
+    try:
         return default_eval_set(n_calibration=8, n_parity=24)
+    except InputsError:
+        pass
     from lowering.inputs import FASHION_LABELS_EN, FASHION_LABELS_ZH, CALIBRATION_TEMPLATES
     labels = {"en": FASHION_LABELS_EN, "zh": FASHION_LABELS_ZH}
     texts = [(lang, CALIBRATION_TEMPLATES[lang][0].format(labels[lang][i])) for i in range(4) for lang in ("en", "zh")]
@@ -219,3 +221,12 @@ def test_cli_exports_a_checkpoint(tmp_path, student, tiny_tokenizer):
                  "--eval-images", "8"]) == 0
     m = bm.load_manifest(out / "torchscript")
     assert m["parity_gate"]["passed"] and bm.verify_files(out / "torchscript") == []
+
+
+def test_verify_coreml_checks_an_ios_bundle_here(bundles, capsys):
+    from lowering.verify_coreml import main as verify_main
+
+    assert verify_main([str(bundles.bundles["ios"])]) == 0
+    out = capsys.readouterr().out
+    assert "structure" in out or "min cosine" in out
+    assert verify_main([str(bundles.bundles["ios"] / "nope")]) == 2
