@@ -57,10 +57,12 @@ def run(args: argparse.Namespace) -> Path:
     cache = Path(args.cache) if args.cache else cache_dir() / "teacher_features"
     teacher = build_teacher(args.teacher)
     images = image_source(args, split="train")
-    corpus = [t for t, _ in bilingual_corpus(args.corpus_size, seed=args.seed)]
+    corpus = [t for t, _ in bilingual_corpus(args.corpus_size, seed=args.seed)] if args.corpus_size > 0 else []
     if args.texts:
         corpus += [line.strip() for line in Path(args.texts).read_text(encoding="utf-8").splitlines() if line.strip()]
 
+    if not corpus:
+        raise ValueError("the text corpus is empty: give --corpus-size > 0 or --texts FILE")
     student_cfg = load_preset(args.preset)
     if args.image_size:
         student_cfg.image.image_size = args.image_size

@@ -1,0 +1,74 @@
+"""AltCLIP (BAAI/AltCLIP: ViT-L/14 + XLM-R-large) as a teacher, through transformers.
+
+`AltCLIPTeacher("BAAI/AltCLIP")` takes the hub id path; `AltCLIPTeacher("/models/altclip")` a local
+directory holding what `save_pretrained` writes (config, weights, tokenizer, preprocessor config). Both go
+through the same `from_pretrained` calls. The image feature map is the vision tower's patch tokens
+(CLS dropped) on their grid; text features are the text tower's pooled output; the embeddings are the
+model's own projections. Preprocessing is dcclip-mobile's (shorter side bicubic + center crop, CLIP's rule)
+with the size, mean and std the checkpoint's preprocessor config states; no torchvision.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from ..config import CLIP_MEAN, CLIP_STD
+from ..data.preprocess import ImagePreprocess
+from .base import ImageFeatures, TextFeatures
+
+
+class AltCLIPTeacher:
+    def __init__(self, name_or_path: str, max_text_length: int = 64, device: str = "cpu"):
+        from transformers import AltCLIPModel, AutoTokenizer
+
+        self.model = AltCLIPModel.from_pretrained(name_or_path).to(device).eval()
+        self.tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+        self.device, self.max_text_length = device, max_text_length
+        vc, cfg = self.model.config.vision_config, self.model.config
+        self.preprocess = self._preprocess(name_or_path, vc.image_size)
+        self.feature_channels = vc.hidden_size
+        self.feature_size = self.preprocess.size // vc.patch_size
+        self.text_feature_dim = cfg.text_config.project_dim
+        self.embed_dim = cfg.projection_dim
+        self.teacher_id = f"altclip-{Path(str(name_or_path)).name}-{sum(p.numel() for p in self.model.parameters())}"
+
+    @staticmethod
+    def _preprocess(name_or_path: str, image_size: int) -> ImagePreprocess:
+        mean, std, size = CLIP_MEAN, CLIP_STD, image_size
+        local = Path(name_or_path) / "preprocessor_config.json"
+        info = None
+        if local.is_file():
+            info = json.loads(local.read_text())
+        else:
+            try:
+                from transformers import CLIPImageProcessor
+                info = CLIPImageProcessor.from_pretrained(name_or_path).to_dict()
+            except (OSError, ValueError):
+                info = None
+        if info:
+            mean, std = tuple(info.get("image_mean", mean)), tuple(info.get("image_std", std))
+            crop = info.get("crop_size", size)
+            size = crop.get("height", size) if isinstance(crop, dict) else int(crop)
+        return ImagePreprocess(int(size), mean, std)
+
+    @torch.inference_mode()
+    def encode_image(self, pixel_values: torch.Tensor) -> ImageFeatures:
+        out = self.model.vision_model(pixel_values=pixel_values.to(self.device))
+        patches = out.last_hidden_state[:, 1:]  # drop CLS
+        b, n, c = patches.shape
+        g = int(round(n ** 0.5))
+        fmap = patches.transpose(1, 2).reshape(b, c, g, g)
+        emb = self.model.visual_projection(out.pooler_output)
+        return ImageFeatures(fmap.float().cpu(), F.normalize(emb, dim=-1).float().cpu())
+
+    @torch.inference_mode()
+    def encode_text(self, texts: list[str]) -> TextFeatures:
+        t = self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_text_length,
+                           return_tensors="pt").to(self.device)
+        out = self.model.text_model(input_ids=t["input_ids"], attention_mask=t["attention_mask"])
+        pooled = out.pooler_output
+        emb = self.model.text_projection(pooled)
+        return TextFeatures(pooled.float().cpu(), F.normalize(emb, dim=-1).float().cpu())

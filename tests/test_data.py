@@ -1,0 +1,113 @@
+"""Data readers and the one image preprocessing, on fixtures the tests make."""
+import io
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from dcclip_mobile.data.elevater import ElevaterFolder
+from dcclip_mobile.data.fashion_mnist import DEFAULT_DIR, FashionMNIST
+from dcclip_mobile.data.pairs import PairsFile
+from dcclip_mobile.data.preprocess import ImageLoadError, ImagePreprocess, load_image, preprocess_image
+
+PRE = ImagePreprocess(16, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+
+
+def test_every_mode_becomes_rgb(tmp_path):
+    cases = {
+        "gray.png": Image.new("L", (20, 10), 128),
+        "palette.png": Image.new("P", (20, 10), 3),
+        "rgba.png": Image.new("RGBA", (20, 10), (255, 0, 0, 0)),        # fully transparent: white
+        "sixteen.png": Image.fromarray(np.full((10, 20), 65535, np.uint16)),
+        "cmyk.jpg": Image.new("CMYK", (20, 10), (0, 0, 0, 0)),
+    }
+    for name, img in cases.items():
+        img.save(tmp_path / name)
+        rgb = load_image(tmp_path / name)
+        assert rgb.mode == "RGB" and rgb.size == (20, 10), name
+    assert load_image(tmp_path / "rgba.png").getpixel((0, 0)) == (255, 255, 255)
+    assert load_image(tmp_path / "sixteen.png").getpixel((0, 0)) == (255, 255, 255)
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    img = Image.new("RGB", (30, 10), (10, 20, 30))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees
+    img.save(tmp_path / "rot.jpg", exif=exif.tobytes())
+    assert load_image(tmp_path / "rot.jpg").size == (10, 30)
+
+
+def test_resize_crop_normalize_rule():
+    img = Image.new("RGB", (40, 20), (255, 0, 128))
+    x = preprocess_image(img, PRE)
+    assert x.shape == (3, 16, 16) and x.dtype == torch.float32
+    want = (np.float32(128) / np.float32(255) - np.float32(0.5)) / np.float32(0.25)
+    assert x[0, 0, 0] == pytest.approx(2.0) and x[1, 0, 0] == pytest.approx(-2.0)
+    assert x[2, 5, 5].item() == want  # bit-exact float32 rule the apps reproduce
+    same = Image.new("RGB", (16, 16), (255, 0, 128))
+    assert torch.equal(preprocess_image(same, PRE), x)  # an image already at size is not resampled
+
+
+@pytest.mark.parametrize("content,match", [
+    (b"", "is empty"),
+    (b"this is not an image at all", "not an image"),
+])
+def test_bad_files_name_the_file(tmp_path, content, match):
+    p = tmp_path / "bad.png"
+    p.write_bytes(content)
+    with pytest.raises(ImageLoadError, match=f"bad.png.*{match}|{match}.*bad.png"):
+        load_image(p)
+
+
+def test_truncated_and_missing_files(tmp_path):
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 64), (1, 2, 3)).save(buf, format="JPEG")
+    (tmp_path / "cut.jpg").write_bytes(buf.getvalue()[:200])
+    with pytest.raises(ImageLoadError, match="cut.jpg.*truncated"):
+        load_image(tmp_path / "cut.jpg")
+    with pytest.raises(ImageLoadError, match="nope.png.*does not exist"):
+        load_image(tmp_path / "nope.png")
+
+
+def test_pairs_jsonl_and_csv(tmp_path):
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+    (tmp_path / "p.jsonl").write_text(json.dumps({"filepath": "a.png", "caption": "a cat", "lang": "en"}) + "\n"
+                                      + json.dumps({"filepath": "a.png", "caption": "一只猫", "lang": "zh"}) + "\n")
+    (tmp_path / "p.csv").write_text("filepath,caption,lang\na.png,a cat,en\na.png,一只猫,zh\n", encoding="utf-8")
+    for f in ("p.jsonl", "p.csv"):
+        pairs = PairsFile(tmp_path / f)
+        assert len(pairs) == 2 and pairs.caption(1) == ("一只猫", "zh")
+        assert pairs.image(0).size == (8, 8)
+    (tmp_path / "bad.csv").write_text("path,text\nx,y\n")
+    with pytest.raises(ValueError, match="needs 'filepath' and 'caption'"):
+        PairsFile(tmp_path / "bad.csv")
+    (tmp_path / "lang.jsonl").write_text(json.dumps({"filepath": "a.png", "caption": "x", "lang": "fr"}) + "\n")
+    with pytest.raises(ValueError, match="lang 'fr'; accepted: 'en', 'zh'"):
+        PairsFile(tmp_path / "lang.jsonl")
+
+
+def test_elevater_layout(tmp_path):
+    (tmp_path / "label.txt").write_text("cat\ndog\n")
+    (tmp_path / "label_cn.txt").write_text("猫\n狗\n", encoding="utf-8")
+    for cid in ("000", "001"):
+        (tmp_path / "test" / cid).mkdir(parents=True)
+        Image.new("RGB", (8, 8)).save(tmp_path / "test" / cid / "x.png")
+    ds = ElevaterFolder(tmp_path)
+    assert len(ds) == 2 and ds.labels == [0, 1] and ds.classes["zh"] == ["猫", "狗"]
+    (tmp_path / "test" / "007").mkdir()
+    with pytest.raises(ValueError, match="007.*not a class id"):
+        ElevaterFolder(tmp_path)
+
+
+@pytest.mark.skipif(not (DEFAULT_DIR / "t10k-images-idx3-ubyte.gz").is_file(),
+                    reason="Fashion-MNIST absent: apt-get install dataset-fashion-mnist (setup.sh does)")
+def test_fashion_mnist_stratified_subset():
+    ds = FashionMNIST("test", limit=50, seed=1)
+    assert len(ds) == 50 and np.bincount(ds.labels).tolist() == [5] * 10
+    img, label = ds[0]
+    assert img.mode == "RGB" and img.size == (28, 28) and 0 <= label < 10
+    assert ds.classes["zh"][9] == "短靴"
+    with pytest.raises(ValueError, match="split 'val'"):
+        FashionMNIST("val")
