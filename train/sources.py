@@ -2,15 +2,9 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
-
 from dcclip_mobile.config import StudentConfig
-from dcclip_mobile.data.elevater import ElevaterFolder
-from dcclip_mobile.data.fashion_mnist import FashionMNIST
-from dcclip_mobile.data.pairs import PairsFile
 from dcclip_mobile.data.preprocess import ImagePreprocess
-
-IMAGE_SOURCES = "'fashion-mnist', a pairs file (.jsonl/.csv/.tsv), or an ELEVATER folder"
+from dcclip_mobile.data.sources import IMAGE_SOURCES, open_image_source
 
 
 def add_image_source_args(ap: argparse.ArgumentParser, default_limit: int | None) -> None:
@@ -20,16 +14,10 @@ def add_image_source_args(ap: argparse.ArgumentParser, default_limit: int | None
 
 
 def image_source(args: argparse.Namespace, split: str):
-    spec = args.images
-    if spec == "fashion-mnist":
-        return FashionMNIST(split, limit=args.limit, seed=getattr(args, "seed", 0))
-    p = Path(spec)
-    if p.is_file():
-        return PairsFile(p)
-    if p.is_dir():
-        return ElevaterFolder(p, split="test" if split == "test" else split)
-    raise ValueError(f"--images {spec!r} is neither 'fashion-mnist' nor an existing file or folder; "
-                     f"accepted: {IMAGE_SOURCES}")
+    try:
+        return open_image_source(args.images, split, args.limit, getattr(args, "seed", 0))
+    except ValueError as e:
+        raise ValueError(f"--images: {e}") from None
 
 
 def student_preprocess(cfg: StudentConfig) -> ImagePreprocess:

@@ -1,0 +1,292 @@
+"""What the device will see: accuracy (English and Chinese), latency, size and memory of every artifact
+in a bundle, next to the eager PyTorch student it came from.
+
+    python -m lowering.report --bundle runs/demo/bundles/android [--images fashion-mnist --limit 500]
+        [--checkpoint DIR] [--device-json FILE] [--out DIR]
+
+Each runnable artifact (.pte through the ExecuTorch runtime, TorchScript) is paired with the text
+artifact of the same backend and precision for zero-shot top-1/top-5 (class names x templates per
+language). Latency: batch 1, median and p90 of --runs after warm-up, threads stated. Peak memory: the
+growth of the process's peak RSS while loading and running the artifact (Linux VmHWM, reset before each).
+Core ML packages cannot run on Linux: their rows carry size and parity only. A bundle whose files do not
+match the manifest's sha256 table is refused. --device-json merges figures the demo apps measured on a
+phone (same entry schema). Writes report.json, report.md and PNG plots (accuracy vs latency, vs size).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from dcclip_mobile import bundle_manifest as bm
+from dcclip_mobile.checkpoint import load_student
+from dcclip_mobile.assets import assets_present
+from dcclip_mobile.data.labels import templates as label_templates
+from dcclip_mobile.data.preprocess import ImagePreprocess, preprocess_image
+from dcclip_mobile.data.sources import open_image_source
+from dcclip_mobile.tokenizer import BilingualTokenizer
+from dcclip_mobile.zeroshot import topk_accuracy
+
+from .executorch_backend import PteRunner
+from .torchscript_backend import TorchScriptRunner
+
+REPORT_FORMAT_VERSION = 1
+ENTRY_FIELDS = ("name", "tower", "backend", "precision", "size_bytes", "latency_ms_median", "latency_ms_p90",
+                "peak_memory_bytes", "accuracy", "parity", "source")
+Runner = Callable[..., torch.Tensor]
+
+
+class ReportError(ValueError):
+    pass
+
+
+# ------------------------------------------------------------------------------------------- measuring
+def _rss_kb(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+def _reset_peak_rss() -> None:
+    try:
+        Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
+    except OSError:
+        pass
+
+
+def timed(run: Runner, args: tuple, runs: int, warmup: int = 5) -> tuple[float, float]:
+    for _ in range(warmup):
+        run(*args)
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        run(*args)
+        times.append((time.perf_counter() - t) * 1e3)
+    times.sort()
+    return statistics.median(times), times[min(len(times) - 1, int(round(0.9 * (len(times) - 1))))]
+
+
+def embed_images(run: Runner, pixels: torch.Tensor) -> torch.Tensor:
+    return F.normalize(torch.cat([run(pixels[i:i + 1]) for i in range(len(pixels))]).float(), dim=-1)
+
+
+def class_prototypes(run: Runner, tokenizer: BilingualTokenizer, classnames: list[str], lang: str,
+                     templates: list[str], id_dtype: torch.dtype) -> torch.Tensor:
+    protos = []
+    for name in classnames:
+        t = tokenizer([tmpl.replace("{c}", name) for tmpl in templates])
+        ids, mask = t["input_ids"].to(id_dtype), t["attention_mask"].to(id_dtype)
+        emb = F.normalize(torch.cat([run(ids[i:i + 1], mask[i:i + 1]) for i in range(len(ids))]).float(), dim=-1)
+        protos.append(F.normalize(emb.mean(0), dim=-1))
+    return torch.stack(protos)
+
+
+# ---------------------------------------------------------------------------------------------- report
+def load_eval(images: str, limit: int, size_cfg) -> tuple[torch.Tensor, torch.Tensor, dict[str, list[str]], str]:
+    source = open_image_source(images, "test", limit)
+    pre = ImagePreprocess(size_cfg["size"], tuple(size_cfg["mean"]), tuple(size_cfg["std"]), size_cfg["resize"])
+    pixels = torch.stack([preprocess_image(source.image(i), pre) for i in range(len(source))])
+    return pixels, torch.as_tensor(source.labels), source.classes, source.dataset_id
+
+
+def runner_for(bundle: Path, artifact: dict) -> Runner | None:
+    path = bundle / artifact["file"]
+    if artifact["format"] == "pte":
+        if artifact["backend"] != "xnnpack":
+            return None  # the Core ML delegate runs only on Apple devices
+        return PteRunner(path)
+    if artifact["format"] == "torchscript":
+        return TorchScriptRunner(str(path))
+    return None
+
+
+def build_report(bundle: str | Path, images: str = "fashion-mnist", limit: int = 500, runs: int = 50,
+                 threads: int = 2, checkpoint: str | None = None, templates: list[str] | None = None,
+                 device_json: str | None = None) -> dict:
+    bundle = Path(bundle)
+    manifest = bm.load_manifest(bundle)
+    problems = bm.verify_files(bundle, manifest)
+    if problems:
+        raise ReportError(f"bundle {str(bundle)!r} does not match its manifest; refusing to report on it: "
+                          + "; ".join(problems[:5]))
+    torch.set_num_threads(threads)
+    tokenizer = BilingualTokenizer.load(bundle)
+    pixels, labels, classnames, dataset_id = load_eval(images, limit, manifest["image"]["preprocess"])
+    if templates is None:  # the 80 CLIP templates per language, as train.evaluate uses; one without assets
+        from .inputs import TEMPLATES
+        templates = ({lang: label_templates(lang) for lang in ("en", "zh")} if assets_present()
+                     else {lang: [t.replace("{}", "{c}")] for lang, t in TEMPLATES.items()})
+
+    def accuracy(image_run: Runner, text_run: Runner, id_dtype: torch.dtype) -> dict:
+        emb = embed_images(image_run, pixels)
+        return {lang: topk_accuracy(emb, class_prototypes(text_run, tokenizer, classnames[lang], lang,
+                                                          templates[lang], id_dtype), labels)
+                for lang in ("en", "zh")}
+
+    entries = []
+    example = {"image": (pixels[:1],), "text": tuple(tokenizer(["a photo of a bag."]).values())}
+
+    # the eager student the bundle came from
+    ckpt = checkpoint or manifest["student"]["checkpoint"]
+    try:
+        model, _ = load_student(ckpt)
+    except Exception as e:  # noqa: BLE001 - the eager row is a comparison, not the report's subject
+        print(f"note: no eager row ({e})", file=sys.stderr)
+        model = None
+    if model is not None:
+        runners = {"image": lambda x: model.encode_image(x), "text": lambda i, m: model.encode_text(i, m)}
+        with torch.inference_mode():
+            acc = accuracy(runners["image"], runners["text"], torch.long)
+            for tower in ("image", "text"):
+                med, p90 = timed(runners[tower], example[tower], runs)
+                entries.append(_entry(f"{tower}_encoder_eager_fp32", tower, "pytorch-eager", "fp32", None, med, p90,
+                                      None, acc, None, "host"))
+
+    # accuracy belongs to an (image, text) pair of one backend and precision: computed once per pair
+    pair_accuracy: dict[tuple[str, str], dict | None] = {}
+    for a in manifest["artifacts"]:
+        id_dtype = torch.int32 if a["backend"] == "coreml" else torch.long
+        _reset_peak_rss()
+        base = _rss_kb("VmRSS")
+        run = runner_for(bundle, a)
+        med = p90 = peak = None
+        key = (a["backend"], a["precision"])
+        if run is not None:
+            args = example["image"] if a["tower"] == "image" else tuple(x.to(id_dtype) for x in example["text"])
+            med, p90 = timed(run, args, runs)
+            peak = max(0, _rss_kb("VmHWM") - base) * 1024
+            if key not in pair_accuracy:
+                pair = {t: next((b for b in manifest["artifacts"] if (b["backend"], b["precision"], b["tower"])
+                                 == (*key, t)), None) for t in ("image", "text")}
+                runs_ = {t: (run if pair[t] is a else runner_for(bundle, pair[t]) if pair[t] else None) for t in pair}
+                pair_accuracy[key] = (accuracy(runs_["image"], runs_["text"], id_dtype)
+                                      if None not in runs_.values() else None)
+        entries.append(_entry(Path(a["file"]).stem, a["tower"], a["backend"], a["precision"], a["size_bytes"],
+                              med, p90, peak, pair_accuracy.get(key), a.get("parity"), "host"))
+
+    if device_json:
+        entries += read_device_entries(device_json)
+    return {"format_version": REPORT_FORMAT_VERSION, "bundle": str(bundle), "target": manifest["target"],
+            "eval": {"dataset": dataset_id, "images": len(labels), "templates": templates},
+            "host": {"threads": threads, "runs": runs, "batch": 1, "warmup": 5}, "artifacts": entries}
+
+
+def _entry(name, tower, backend, precision, size, med, p90, peak, acc, parity, source) -> dict:
+    return dict(zip(ENTRY_FIELDS, (name, tower, backend, precision, size, med, p90, peak, acc, parity, source)))
+
+
+def read_device_entries(path: str) -> list[dict]:
+    data = json.loads(Path(path).read_text())
+    entries = data["artifacts"] if isinstance(data, dict) else data
+    out = []
+    for i, e in enumerate(entries):
+        missing = [f for f in ("name", "backend", "precision", "latency_ms_median") if f not in e]
+        if missing:
+            raise ReportError(f"{path}: entry {i} lacks {', '.join(missing)}; the schema is {', '.join(ENTRY_FIELDS)}")
+        out.append({**{f: None for f in ENTRY_FIELDS}, **e, "source": e.get("source") or "device"})
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- output
+def to_markdown(report: dict) -> str:
+    h = report["host"]
+    lines = [f"# dcclip-mobile report: {report['target']} bundle", "",
+             f"Eval: {report['eval']['dataset']} ({report['eval']['images']} images). Host latency: batch 1, "
+             f"{h['threads']} threads, median and p90 of {h['runs']} runs after {h['warmup']} warm-up.", "",
+             "| artifact | backend | precision | size MB | median ms | p90 ms | peak MB | EN top-1 | EN top-5 "
+             "| ZH top-1 | ZH top-5 | parity mean cos | source |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for e in report["artifacts"]:
+        acc = e.get("accuracy") or {}
+        par = e.get("parity") or {}
+        lines.append("| " + " | ".join([
+            e["name"], e["backend"], e["precision"], _num(e["size_bytes"], 1e6, 2), _num(e["latency_ms_median"], 1, 2),
+            _num(e["latency_ms_p90"], 1, 2), _num(e["peak_memory_bytes"], 1e6, 1),
+            *[_pct(acc.get(lang, {}).get(k)) for lang in ("en", "zh") for k in ("top1", "top5")],
+            _num(par.get("mean_cosine"), 1, 5), e.get("source") or ""]) + " |")
+    lines += ["", "Core ML rows have no host figures: Core ML runs only on Apple platforms "
+              "(`python -m lowering.verify_coreml BUNDLE` on macOS)."]
+    return "\n".join(lines) + "\n"
+
+
+def _num(v, scale, digits) -> str:
+    return "" if v is None else f"{v / scale:.{digits}f}"
+
+
+def _pct(v) -> str:
+    return "" if v is None else f"{v:.1%}"
+
+
+def plot(report: dict, out: Path) -> list[Path]:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [e for e in report["artifacts"] if e.get("accuracy") and e["latency_ms_median"] is not None]
+    written = []
+    for x_key, x_label, fname in (("latency_ms_median", "median latency, ms (batch 1)", "accuracy_vs_latency.png"),
+                                  ("size_bytes", "size, MB", "accuracy_vs_size.png")):
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+        for ax, lang in zip(axes, ("en", "zh")):
+            for e in rows:
+                x = e[x_key]
+                if x is None:
+                    continue
+                x = x / 1e6 if x_key == "size_bytes" else x
+                ax.scatter(x, e["accuracy"][lang]["top1"] * 100, marker="o" if e["tower"] == "image" else "s")
+                ax.annotate(f"{e['tower']} {e['backend']} {e['precision']}", (x, e["accuracy"][lang]["top1"] * 100),
+                            fontsize=7, xytext=(3, 3), textcoords="offset points")
+            ax.set_title({"en": "English", "zh": "Chinese"}[lang] + " zero-shot")
+            ax.set_xlabel(x_label)
+            ax.grid(alpha=0.3)
+        axes[0].set_ylabel("top-1 accuracy, %")
+        fig.tight_layout()
+        fig.savefig(out / fname, dpi=110)
+        plt.close(fig)
+        written.append(out / fname)
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m lowering.report", description=__doc__.splitlines()[0])
+    ap.add_argument("--bundle", required=True, help="a bundle directory (OUT/android, OUT/torchscript, OUT/ios)")
+    ap.add_argument("--images", default="fashion-mnist", help="eval images: 'fashion-mnist' or an ELEVATER folder")
+    ap.add_argument("--limit", type=int, default=500, help="class-balanced eval subset size")
+    ap.add_argument("--checkpoint", help="the eager student (default: the one the manifest names)")
+    ap.add_argument("--runs", type=int, default=50)
+    ap.add_argument("--templates", type=int, default=None, help="use the first N templates per language (default all)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device-json", help="figures measured on a phone by the demo apps (same schema)")
+    ap.add_argument("--out", help="output directory (default: BUNDLE/../report-<target>)")
+    args = ap.parse_args(argv)
+    try:
+        templates = None
+        if args.templates:
+            from .inputs import TEMPLATES
+            templates = ({lang: label_templates(lang)[:args.templates] for lang in ("en", "zh")} if assets_present()
+                         else {lang: [t.replace("{}", "{c}")] for lang, t in TEMPLATES.items()})
+        report = build_report(args.bundle, args.images, args.limit, args.runs, args.threads, args.checkpoint,
+                              templates=templates, device_json=args.device_json)
+    except (ReportError, bm.BundleError, ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    out = Path(args.out) if args.out else Path(args.bundle).resolve().parent / f"report-{report['target']}"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+    (out / "report.md").write_text(to_markdown(report))
+    plot(report, out)
+    print(to_markdown(report))
+    print(f"wrote {out}/report.json, report.md, accuracy_vs_latency.png, accuracy_vs_size.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
