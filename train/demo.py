@@ -5,7 +5,8 @@
 fetch assets -> teacher cache -> stage 1 (Fashion-MNIST train images, no labels, + the bilingual corpus)
 -> stage 2 (Fashion-MNIST train images with English/Chinese captions from their labels) -> zero-shot
 evaluation on a class-balanced subset of the Fashion-MNIST test split after each stage, in both languages
--> summary.json. Re-running resumes: the teacher cache is reused and finished stages are skipped.
+-> export (Android .pte fp32/int8, iOS Core ML) behind the parity gate -> on-device report -> summary.json.
+Re-running resumes: the teacher cache is reused and finished stages are skipped.
 """
 from __future__ import annotations
 
@@ -40,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--corpus-size", type=int, default=8000)
     ap.add_argument("--distill-steps", type=int, default=200)
     ap.add_argument("--align-steps", type=int, default=300)
+    ap.add_argument("--report-images", type=int, default=1000, help="eval images for the on-device report")
+    ap.add_argument("--no-export", action="store_true", help="stop after stage 2 (no bundles, no report)")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--seed", type=int, default=0)
     return ap
@@ -101,9 +104,32 @@ def run(args: argparse.Namespace) -> dict:
     print(f"stage 2: {_fmt(acc2)}", flush=True)
 
     summary["checkpoint"] = str(s2 / "checkpoint")
+    if not args.no_export:
+        summary["stages"]["export"], summary["stages"]["report"] = export_and_report(
+            model, tokenizer, s2 / "checkpoint", out, args.report_images)
     summary["total_wall_s"] = time.perf_counter() - t0
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
     return summary
+
+
+def export_and_report(model, tokenizer, checkpoint: Path, out: Path, report_images: int) -> tuple[dict, dict]:
+    """Android (fp32 and int8 .pte) and iOS (Core ML fp16) bundles behind the parity gate, then the report."""
+    from lowering.export import export_bundles
+    from lowering.report import build_report, plot, to_markdown
+
+    t = time.perf_counter()
+    result = export_bundles(model, tokenizer, ["android", "ios"], out / "bundles",
+                            {"android": ["fp32", "int8"], "ios": ["fp16"]}, checkpoint=checkpoint)
+    export = {"wall_s": time.perf_counter() - t, "bundles": {k: str(v) for k, v in result.bundles.items()}}
+    t = time.perf_counter()
+    report = build_report(out / "bundles" / "android", limit=report_images, checkpoint=str(checkpoint))
+    rdir = out / "report-android"
+    rdir.mkdir(exist_ok=True)
+    (rdir / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+    (rdir / "report.md").write_text(to_markdown(report))
+    plot(report, rdir)
+    print(to_markdown(report), flush=True)
+    return export, {"wall_s": time.perf_counter() - t, "dir": str(rdir)}
 
 
 def _fmt(acc: dict) -> str:
