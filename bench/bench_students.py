@@ -2,24 +2,23 @@
 
     python bench/bench_students.py [--presets tiny small base] [--runs 30] [--out bench/results/students.json]
 
-Delegation is counted after torch.export -> to_edge_transform_and_lower(XnnpackPartitioner): the number
+Delegation is counted on the final .pte program (lowering.executorch_backend.lower_to_pte, XNNPACK): the number
 of delegate calls (partitions) and the ops left outside them. Each preset also runs with text.norm="layer"
 (nn.LayerNorm), the variant the architecture was chosen against. Prints a table; writes JSON; asserts nothing.
 """
 from __future__ import annotations
 
 import argparse
-import collections
 import json
 import statistics
 import time
-import warnings
 from pathlib import Path
 
 import torch
 
 from dcclip_mobile.config import load_preset
 from dcclip_mobile.models import DCCLIPStudent, count_parameters
+from lowering.executorch_backend import lower_to_pte
 
 
 def eager_latency_ms(fn, args, runs: int, warmup: int = 5) -> float:
@@ -34,28 +33,9 @@ def eager_latency_ms(fn, args, runs: int, warmup: int = 5) -> float:
     return statistics.median(times)
 
 
-def op_name(target) -> str:
-    """'aten.mean.dim' from an EdgeOpOverload's repr ('<EdgeOpOverload: aten.mean.dim>: schema = ...')."""
-    return str(target).split(">")[0].split(": ")[-1]
-
-
 def xnnpack_delegation(module: torch.nn.Module, args: tuple) -> dict:
-    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
-    from executorch.exir import to_edge_transform_and_lower
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        edge = to_edge_transform_and_lower(torch.export.export(module, args), partitioner=[XnnpackPartitioner()])
-    outside = collections.Counter()
-    partitions = 0
-    for node in edge.exported_program().graph_module.graph.nodes:
-        if node.op != "call_function" or node.target.__name__ == "getitem":
-            continue
-        if node.target.__name__ == "executorch_call_delegate":
-            partitions += 1
-        else:
-            outside[op_name(node.target)] += 1
-    return {"partitions": partitions, "ops_outside": dict(outside)}
+    lowered = lower_to_pte(module, args, "xnnpack")
+    return {"partitions": lowered.partitions, "ops_outside": lowered.ops_outside}
 
 
 def bench_preset(name: str, runs: int, norm: str | None = None) -> dict:
