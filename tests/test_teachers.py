@@ -83,3 +83,36 @@ def test_cache_is_hit_on_second_pass_and_resumes(tiny_altclip_dir, tmp_path):
     resumed = cache_image_features(t2, flaky, 10, "ten-b", tmp_path, batch_size=2, shard_size=4)
     assert t2.calls - calls_before == 3  # shards 1 and 2 only: 2 + 1 batches
     assert torch.equal(resumed["embedding"], first["embedding"])
+
+
+class CountingTextTeacher(CountingTeacher):
+    def encode_text(self, texts):
+        self.calls += 1
+        return self.inner.encode_text(texts)
+
+
+def test_text_cache_is_hit_on_second_pass_and_keyed_by_content(tiny_altclip_dir, tmp_path):
+    from dcclip_mobile.teachers.cache import cache_text_features
+
+    t = CountingTextTeacher(build_teacher(f"altclip:{tiny_altclip_dir}"))
+    texts = ["a photo of a bag.", "一张包的照片。", "a coat", "外套", "a dress"]
+    first = cache_text_features(t, texts, "corpus", tmp_path, batch_size=2, shard_size=4)
+    assert t.calls == 3 and first["pooled"].shape == (5, 24) and first["embedding"].shape == (5, 16)
+    again = cache_text_features(t, texts, "corpus", tmp_path, batch_size=2, shard_size=4)
+    assert t.calls == 3 and torch.equal(first["pooled"], again["pooled"])
+    cache_text_features(t, texts[::-1], "corpus", tmp_path, batch_size=2, shard_size=4)
+    assert t.calls == 6  # same name, other texts: computed, not served stale
+
+
+def test_altclip_id_changes_with_its_weights(tiny_altclip_dir, tmp_path):
+    import os
+    import shutil
+
+    copy = tmp_path / tiny_altclip_dir.name
+    shutil.copytree(tiny_altclip_dir, copy)
+    a = build_teacher(f"altclip:{copy}").teacher_id
+    assert build_teacher(f"altclip:{copy}").teacher_id == a  # stable
+    w = copy / "model.safetensors"
+    st = w.stat()
+    os.utime(w, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    assert build_teacher(f"altclip:{copy}").teacher_id != a

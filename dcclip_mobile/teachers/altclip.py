@@ -9,6 +9,7 @@ with the size, mean and std the checkpoint's preprocessor config states; no torc
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -18,6 +19,20 @@ import torch.nn.functional as F
 from ..config import CLIP_MEAN, CLIP_STD
 from ..data.preprocess import ImagePreprocess
 from .base import ImageFeatures, TextFeatures
+
+
+def _fingerprint(name_or_path: str, model) -> str:
+    """Names the weights for cache keys without hashing gigabytes: the config, plus the hub revision or, for
+    a local directory, each weight file's name, size and mtime (a changed file gives a new id, never a stale hit)."""
+    h = hashlib.sha256(model.config.to_json_string(use_diff=False).encode())
+    local = Path(name_or_path)
+    if local.is_dir():
+        for f in sorted([*local.glob("*.safetensors"), *local.glob("*.bin")]):
+            st = f.stat()
+            h.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns}".encode())
+    else:
+        h.update(str(getattr(model.config, "_commit_hash", None)).encode())
+    return h.hexdigest()[:12]
 
 
 class AltCLIPTeacher:
@@ -33,7 +48,7 @@ class AltCLIPTeacher:
         self.feature_size = self.preprocess.size // vc.patch_size
         self.text_feature_dim = cfg.text_config.project_dim
         self.embed_dim = cfg.projection_dim
-        self.teacher_id = f"altclip-{Path(str(name_or_path)).name}-{sum(p.numel() for p in self.model.parameters())}"
+        self.teacher_id = f"altclip-{Path(str(name_or_path)).name}-{_fingerprint(name_or_path, self.model)}-t{max_text_length}"
 
     @staticmethod
     def _preprocess(name_or_path: str, image_size: int) -> ImagePreprocess:
