@@ -1,0 +1,231 @@
+"""Make the test vectors the apps' non-UI code is checked against, with the real Python code.
+
+    python android_demo/tools/make_golden.py [--out android_demo/build/golden] [--bundle DIR]
+
+Without --bundle: trains a tiny bilingual tokenizer on a fixed corpus, builds a tiny student (seed 0),
+saves it with `save_student`, and exports an Android bundle with the real `python -m lowering.export`
+(fp32, no latency) into OUT/bundles/android. With --bundle: uses that exported bundle as it is.
+
+Then writes OUT/cases.json, vectors golden.json does not carry, each computed by the project's own code on
+the bundle's own files:
+  tokenizer   many strings (English, Chinese, mixed, emoji, full-width, whitespace kinds, scripts, digits,
+              over-long, random mixes) with BilingualTokenizer.load(bundle): normalize(), the untruncated
+              SentencePiece pieces, encode() and the padded input_ids / attention_mask
+              and the same for a larger vocabulary trained here (OUT/stress/tokenizer.json)
+  preprocess  synthetic RGB and RGBA PNGs of many sizes (up- and down-sampling, non-square, already at
+              size) through dcclip_mobile.data.preprocess: sha256 of the float32 tensor, sum, first values
+  alpha       RGBA pixels composited on white by Pillow (preprocess.to_rgb)
+  scoring     golden image embeddings against class_embeddings.json: logits, softmax, top-5 (torch)
+Everything goes under OUT (a gitignored build directory), never into git.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+from dcclip_mobile import bundle_manifest as bm  # noqa: E402
+from dcclip_mobile.checkpoint import save_student  # noqa: E402
+from dcclip_mobile.config import load_preset  # noqa: E402
+from dcclip_mobile.data.preprocess import ImagePreprocess, preprocess_image, to_rgb  # noqa: E402
+from dcclip_mobile.models import DCCLIPStudent  # noqa: E402
+from dcclip_mobile.tokenizer import BilingualTokenizer, normalize, train_tokenizer  # noqa: E402
+
+CORPUS = [
+    "a photo of a t-shirt.", "a photo of a trouser.", "a photo of a pullover.", "a photo of a dress.",
+    "a photo of a coat.", "a photo of a sandal.", "a photo of a shirt.", "a photo of a sneaker.",
+    "a photo of a bag.", "a photo of an ankle boot.", "a blurry photo of the dog.", "a good photo of a cat.",
+    "a person walking a dog in the park", "two cats sleeping on a sofa", "a red car parked by the road.",
+    "the quick brown fox jumps over the lazy dog", "there are 3 apples and 12 oranges on the table in 2024",
+    "一张T恤的照片。", "一张裤子的照片。", "一张套头衫的照片。", "一张连衣裙的照片。", "一张外套的照片。",
+    "一张凉鞋的照片。", "一张衬衫的照片。", "一张运动鞋的照片。", "一张包的照片。", "一张短靴的照片。",
+    "一张模糊的狗的照片。", "一张好看的猫的照片，很可爱！", "公园里遛狗的人", "沙发上睡觉的两只猫",
+    "一辆红色的汽车停在路边。", "mixed 中英文 text, 混合的句子.", "今天是2024年5月1日，天气很好。",
+]
+
+TEXTS = [
+    # English, Chinese, mixed
+    "a photo of a t-shirt.", "A Photo Of An ANKLE BOOT!", "two cats sleeping on a sofa",
+    "一张T恤的照片。", "一辆红色的汽车停在路边。", "公园里遛狗的人", "mixed 中英文 caption",
+    "iPhone 15 Pro 的照片", "我爱dogs和cats", "shirt衬衫shirt",
+    # digits (split_digits at training)
+    "1234567890", "room 101, floor 7", "3.14159", "2024年5月1日",
+    # emoji: plain, ZWJ sequence, flags, skin tone, variation selector, keycap
+    "🐶", "a dog 🐶 and a cat 🐱", "👨\u200d👩\u200d👧 family", "🇨🇳🇺🇸", "👍🏽 ok", "❤️ love", "1️⃣", "狗🐶猫🐱",
+    # full-width and CJK punctuation (NFKC folds the full-width forms)
+    "ＡＢＣ　１２３", "（你好），世界！？", "“引号”、《书名》【括号】", "ｔ－ｓｈｉｒｔ", "ｶﾀｶﾅ ﾃｽﾄ",
+    # whitespace of every kind Python's \s knows, leading/trailing, runs
+    "  leading and trailing  ", "tab\tnew\nline\r\nvt\x0bff\x0c", "a\u3000b\xa0c\u2009d\u202fe\u205ff",
+    "x\x1cy\x1dz\x1ew\x1fv", "nel\x85ls\u2028ps\u2029ogham\u1680end", "", "   ", "\t\n",
+    # NFKC and case edge cases
+    "ﬁne ﬂour", "①②③ ⑴", "x² H₂O ½", "café", "cafe\u0301", "STRASSE Straße", "İstanbul", "ΟΔΥΣΣΕΥΣ ΣΑΣ",
+    "xΣ8l", "Σ", "aΣ", "aΣ'b", "aΣ.", "ΑΣ\u0301Α", "ΑΣ\u0301", "1Σ", "ᾼΣ", "ǅΣ",
+    "Ⅻ ㎏ ℃ №", "ǅ ǈ", "ｈｅｌｌｏ　ＷＯＲＬＤ",
+    # other scripts: byte fallback for characters the vocabulary lacks
+    "안녕하세요", "こんにちは カタカナ", "Привет мир", "مرحبا", "नमस्ते", "ᚠᛇᚻ", "𝔘𝔫𝔦𝔠𝔬𝔡𝔢", "𠀀𠀁 rare han",
+    # the whitespace symbol itself, angle brackets that look like byte pieces, specials' spellings
+    "▁", "a▁b ▁", "<0x41> <s> </s> <pad> <unk>", "\x00nul", "\u200b zero width \ufeff",
+    # over-long (truncated to context_length, EOS kept)
+    "a photo of a t-shirt " * 40, "一张T恤的照片" * 40, ("mixed 中英文 🐶 " * 30).strip(),
+    "supercalifragilisticexpialidocious " * 10,
+]
+
+POOL = (list("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 .,!?-'\"()") +
+        list("的一是了我不人在他有这个上们来到时大地为子中你说生国年着就那和要她出也得里后自以会") +
+        list("，。！？、；：「」『』（）ＡＢＣａｂｃ１２３　") + ["🐶", "🐱", "👍🏽", "❤️", "🇨🇳", "\t", "\n", "\u3000"] +
+        list("éüñçßΣσςЖжйאב한글ひらカタ"))
+
+
+def random_texts(n: int, seed: int = 1234) -> list[str]:
+    rng = random.Random(seed)
+    return ["".join(rng.choice(POOL) for _ in range(rng.randint(1, 40))) for _ in range(n)]
+
+
+def make_checkpoint(directory: Path) -> Path:
+    cfg = load_preset("tiny")
+    tok = train_tokenizer(CORPUS * 8, vocab_size=cfg.text.vocab_size, context_length=cfg.text.context_length)
+    torch.manual_seed(0)
+    cfg.text.vocab_size = tok.vocab_size
+    model = DCCLIPStudent(cfg)
+    # an untrained student's BatchNorm statistics make image embeddings vanish; estimate them once
+    model.train()
+    with torch.no_grad():
+        model.image(torch.rand(8, 3, cfg.image.image_size, cfg.image.image_size) * 4 - 2)
+    return save_student(model.eval(), tok, directory / "checkpoint")
+
+
+def export_bundle(checkpoint: Path, out: Path) -> Path:
+    cmd = [sys.executable, "-m", "lowering.export", "--target", "android", "--checkpoint", str(checkpoint),
+           "--precision", "fp32", "--out", str(out), "--no-latency", "--eval-images", "4"]
+    print("+", " ".join(cmd), flush=True)
+    subprocess.run(cmd, cwd=REPO, check=True)
+    return out / "android"
+
+
+def checksum(x: torch.Tensor) -> dict:
+    x = x.detach().to(torch.float32).contiguous()
+    return {"shape": list(x.shape), "sha256": hashlib.sha256(x.numpy().astype("<f4").tobytes()).hexdigest(),
+            "sum": float(x.sum()), "first": [float(v) for v in x.flatten()[:8]]}
+
+
+def stress_tokenizer(out: Path) -> BilingualTokenizer:
+    """A second, larger vocabulary (many competing multi-character pieces) to exercise the segmentation."""
+    tok = train_tokenizer(CORPUS * 4 + TEXTS + random_texts(3000, seed=99), vocab_size=3000, context_length=32)
+    tok.save(out / "stress")
+    return tok
+
+
+def tokenizer_cases(tok: BilingualTokenizer, n_random: int = 200) -> list[dict]:
+    out = []
+    for text in TEXTS + random_texts(n_random):
+        enc = tok([text])
+        out.append({"text": text, "normalized": normalize(text), "pieces": tok.sp.encode(normalize(text), out_type=int),
+                    "ids": tok.encode(text),
+                    "input_ids": enc["input_ids"][0].tolist(), "attention_mask": enc["attention_mask"][0].tolist()})
+    return out
+
+
+def synthetic_image(w: int, h: int, seed: int, alpha: bool) -> Image.Image:
+    """Smooth gradients plus noise and hard edges: what makes resamplers disagree if they are not exact."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    base = np.stack([xx / max(w - 1, 1) * 255, yy / max(h - 1, 1) * 255, (xx + yy) % 32 * 8], -1)
+    img = np.clip(base + rng.normal(0, 40, base.shape), 0, 255)
+    img[h // 3: h // 2, w // 4: w // 2] = [255, 0, 0]
+    arr = img.round().astype(np.uint8)
+    if alpha:
+        a = rng.integers(0, 256, (h, w, 1), dtype=np.uint8)
+        a[: h // 4] = 255
+        a[-h // 4:] = 0
+        return Image.fromarray(np.concatenate([arr, a], -1), "RGBA")
+    return Image.fromarray(arr, "RGB")
+
+
+def preprocess_cases(pre: ImagePreprocess, out: Path) -> list[dict]:
+    s = pre.size
+    sizes = [(28, 28, False), (s, s, False), (s + 1, s, False), (3 * s + 7, 2 * s + 1, False), (s // 2 + 3, 2 * s, False),
+             (17, 5, False), (1, 1, False), (4 * s, 4 * s, False), (2 * s + 5, s + 2, True), (s, s, True),
+             (s - 1, 3 * s, False)]
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    cases = []
+    for i, (w, h, alpha) in enumerate(sizes):
+        img = synthetic_image(w, h, i, alpha)
+        rel = f"images/{i}_{w}x{h}{'_rgba' if alpha else ''}.png"
+        img.save(out / rel, format="PNG")
+        cases.append({"file": rel, "width": w, "height": h, "alpha": alpha,
+                      "preprocessed": checksum(preprocess_image(img, pre))})
+    return cases
+
+
+def alpha_cases() -> dict:
+    rng = np.random.default_rng(7)
+    rgba = rng.integers(0, 256, (1, 512, 4), dtype=np.uint8)
+    rgba[0, :256, 3] = np.arange(256)  # every alpha value once
+    rgb = np.asarray(to_rgb(Image.fromarray(rgba, "RGBA")))
+    return {"rgba": rgba.reshape(-1).tolist(), "rgb": rgb.reshape(-1).tolist()}
+
+
+def scoring_cases(bundle: Path, manifest: dict, golden: dict) -> list[dict]:
+    entry = manifest.get("class_embeddings")
+    if not entry:
+        return []
+    classes = json.loads((bundle / entry["file"]).read_text())
+    cases = []
+    for lang in ("en", "zh"):
+        protos = torch.tensor(classes[f"embeddings_{lang}"], dtype=torch.float32)
+        for img in golden["images"]:
+            emb = torch.tensor(img["embedding"], dtype=torch.float32)
+            cos = torch.nn.functional.normalize(emb, dim=-1) @ torch.nn.functional.normalize(protos, dim=-1).T
+            logits = manifest["logit_scale"] * cos
+            probs = logits.softmax(-1)
+            top = probs.topk(min(5, len(probs)))
+            cases.append({"language": lang, "image": img["file"], "embedding": img["embedding"],
+                          "logits": logits.tolist(), "probs": probs.tolist(), "top5": top.indices.tolist(),
+                          "top5_labels": [classes[f"labels_{lang}"][i] for i in top.indices.tolist()]})
+    return cases
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", default=str(REPO / "android_demo" / "build" / "golden"))
+    ap.add_argument("--bundle", default=None, help="an exported bundle directory to use instead of making one")
+    args = ap.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if args.bundle:
+        bundle = Path(args.bundle).resolve()
+    else:
+        bundle = export_bundle(make_checkpoint(out), out / "bundles")
+    manifest = bm.load_manifest(bundle)
+    problems = bm.verify_files(bundle, manifest)
+    if problems:
+        print(f"error: bundle {bundle} does not match its manifest: {problems}", file=sys.stderr)
+        return 1
+    golden = bm.load_golden(bundle)
+    tok = BilingualTokenizer.load(bundle)
+    p = manifest["image"]["preprocess"]
+    pre = ImagePreprocess(p["size"], tuple(p["mean"]), tuple(p["std"]), p["resize"])
+    cases = {"format_version": 1, "bundle": str(bundle), "context_length": tok.context_length,
+             "tokenizer": tokenizer_cases(tok), "tokenizer_stress": tokenizer_cases(stress_tokenizer(out), 400),
+             "preprocess": preprocess_cases(pre, out), "alpha": alpha_cases(),
+             "scoring": scoring_cases(bundle, manifest, golden)}
+    (out / "cases.json").write_text(json.dumps(cases, ensure_ascii=False, indent=1) + "\n")
+    (out / "bundle_path.txt").write_text(str(bundle) + "\n")
+    print(f"golden: bundle {bundle}; {len(cases['tokenizer'])} texts, {len(cases['preprocess'])} images, "
+          f"{len(cases['scoring'])} scoring cases -> {out / 'cases.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
