@@ -1,0 +1,65 @@
+"""The Android demo's non-UI Java code, tested on the JVM against vectors from the real Python code.
+
+android_demo/run_jvm_tests.sh exports a tiny bundle with `python -m lowering.export`, writes extra vectors
+with the project's tokenizer and preprocessing (android_demo/tools/make_golden.py), compiles
+android_demo/core with javac and runs its JUnit 4 tests. Needs a JDK 17 and Debian's junit4; without them
+the test is skipped (set DCCLIP_REQUIRE_JVM_TESTS=1 to make that a failure, as CI should).
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "android_demo" / "run_jvm_tests.sh"
+GOLDEN = REPO / "android_demo" / "build" / "golden"
+JUNIT = Path(os.environ.get("JUNIT_JAR", "/usr/share/java/junit4.jar"))
+
+
+def _missing() -> str | None:
+    if not shutil.which("javac") or not shutil.which("java"):
+        return "no JDK (javac/java): apt-get install -y openjdk-17-jdk-headless"
+    if not JUNIT.is_file():
+        return f"no JUnit 4 at {JUNIT}: apt-get install -y junit4"
+    return None
+
+
+@pytest.fixture(scope="module")
+def jvm_run() -> subprocess.CompletedProcess:
+    missing = _missing()
+    if missing:
+        if os.environ.get("DCCLIP_REQUIRE_JVM_TESTS") == "1":
+            pytest.fail(f"the JVM tests cannot run: {missing}")
+        pytest.skip(f"the JVM tests cannot run: {missing}")
+    env = {k: v for k, v in os.environ.items() if k not in ("GOLDEN_BUNDLE", "REUSE_GOLDEN")}
+    return subprocess.run(["bash", str(SCRIPT)], cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+
+
+@pytest.mark.slow
+def test_jvm_tests_pass(jvm_run):
+    out = jvm_run.stdout + jvm_run.stderr
+    summary = re.findall(r"^(\d+) passed, (\d+) failed", out, re.M)
+    assert jvm_run.returncode == 0 and summary, f"run_jvm_tests.sh exited {jvm_run.returncode}:\n{out[-6000:]}"
+    passed, failed = map(int, summary[-1])
+    assert failed == 0 and passed >= 30, out[-6000:]
+
+
+@pytest.mark.slow
+def test_java_benchmark_json_is_accepted_by_the_report(jvm_run):
+    """The JSON the app's benchmark mode writes goes through lowering.report's own --device-json reader."""
+    assert jvm_run.returncode == 0, (jvm_run.stdout + jvm_run.stderr)[-3000:]
+    report = pytest.importorskip("lowering.report")
+    sample = GOLDEN / "device_report_sample.json"
+    entries = report.read_device_entries(str(sample))
+    manifest = json.loads((Path((GOLDEN / "bundle_path.txt").read_text().strip()) / "manifest.json").read_text())
+    assert [e["name"] for e in entries] == [Path(a["file"]).stem for a in manifest["artifacts"]]
+    for e in entries:
+        assert set(e) == set(report.ENTRY_FIELDS)
+        assert e["source"] == "device" and e["latency_ms_median"] == 2.5
+        assert set(e["accuracy"]) == {"en", "zh"} and set(e["accuracy"]["en"]) == {"top1", "top5"}
