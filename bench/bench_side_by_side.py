@@ -22,6 +22,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_lowering import fresh_student  # noqa: E402
+from bench_students import eager_latency_ms as median_ms  # noqa: E402
 from peers import TinyCLIPImage, TinyCLIPText, altclip_towers, tinyclip_inputs  # noqa: E402
 
 from dcclip_mobile.models import count_parameters  # noqa: E402
@@ -29,18 +30,6 @@ from lowering.encoders import example_inputs, make_encoder  # noqa: E402
 from lowering.executorch_backend import PteRunner, lower_to_pte  # noqa: E402
 from lowering.inputs import default_eval_set, image_inputs, text_inputs  # noqa: E402
 from lowering.quantize import quantize_encoder  # noqa: E402
-
-
-def median_ms(fn, args, runs: int, warmup: int = 3) -> float:
-    with torch.inference_mode():
-        for _ in range(warmup):
-            fn(*args)
-        times = []
-        for _ in range(runs):
-            t = time.perf_counter()
-            fn(*args)
-            times.append((time.perf_counter() - t) * 1e3)
-    return statistics.median(times)
 
 
 def pte_rows(model_name: str, tower: str, module, example, calibration, runs: int) -> list[dict]:

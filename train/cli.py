@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
+from pathlib import Path
+from typing import Callable
 
 from .loop import TrainConfig
 
@@ -28,3 +31,16 @@ def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
     cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
     cfg.validate()
     return cfg
+
+
+def run_main(parser: argparse.ArgumentParser, run: Callable[[argparse.Namespace], Path], label: str,
+             argv: list[str] | None) -> int:
+    """A runner's main(): bad input is one clear line on stderr and exit 2, not a traceback."""
+    args = parser.parse_args(argv)
+    try:
+        result = run(args)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"{label}: {result}")
+    return 0

@@ -23,7 +23,7 @@ from dcclip_mobile.teachers import build_teacher
 from dcclip_mobile.teachers.cache import cache_image_features, cache_text_features
 from dcclip_mobile.tokenizer import BilingualTokenizer, train_tokenizer
 
-from .cli import add_train_args, train_config_from_args
+from .cli import add_train_args, run_main, train_config_from_args
 from .datasets import DistillSet
 from .loop import TrainConfig, train
 from .sources import add_image_source_args, image_source, student_preprocess
@@ -91,14 +91,7 @@ def run(args: argparse.Namespace) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        ckpt = run(args)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(f"stage 1 checkpoint: {ckpt}")
-    return 0
+    return run_main(build_parser(), run, "stage 1 checkpoint", argv)
 
 
 if __name__ == "__main__":
