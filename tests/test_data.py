@@ -111,3 +111,70 @@ def test_fashion_mnist_stratified_subset():
     assert ds.classes["zh"][9] == "短靴"
     with pytest.raises(ValueError, match="split 'val'"):
         FashionMNIST("val")
+
+
+def test_resized_shape_rule_is_exact():
+    from dcclip_mobile.data.preprocess import resized_shape
+
+    assert resized_shape(40, 20, 16) == (32, 16) and resized_shape(20, 40, 16) == (16, 32)
+    assert resized_shape(6, 4, 3) == (4, 3)    # 4.5 rounds half to even, as the Android port does
+    assert resized_shape(10, 4, 3) == (8, 3)   # 7.5 -> 8
+    assert resized_shape(1000, 999, 224) == (224, 224)
+    assert preprocess_image(Image.new("RGB", (7, 300), (9, 9, 9)), PRE).shape == (3, 16, 16)
+
+
+def test_preprocess_describes_itself_for_the_manifest():
+    d = PRE.to_dict()
+    assert d["size"] == 16 and d["resize"] == "shorter_side_bicubic_then_center_crop" and d["channel_order"] == "RGB"
+    assert json.loads(json.dumps(d))["mean"] == [0.5, 0.5, 0.5]
+    with pytest.raises(ValueError, match="unknown resize rule 'squash'"):
+        ImagePreprocess(16, (0.5,) * 3, (0.5,) * 3, "squash")
+    with pytest.raises(ValueError, match="std > 0"):
+        ImagePreprocess(16, (0.5,) * 3, (0.5, 0.0, 0.5))
+
+
+def test_elevater_errors_say_what_is_wrong(tmp_path):
+    with pytest.raises(FileNotFoundError, match="has no label.txt"):
+        ElevaterFolder(tmp_path)
+    (tmp_path / "label.txt").write_text("cat\ndog\n")
+    (tmp_path / "label_cn.txt").write_text("猫\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="label.txt has 2 classes, label_cn.txt 1"):
+        ElevaterFolder(tmp_path)
+    (tmp_path / "label_cn.txt").write_text("猫\n狗\n", encoding="utf-8")
+    with pytest.raises(FileNotFoundError, match="has no split 'test'"):
+        ElevaterFolder(tmp_path)
+
+
+def test_open_image_source_by_name(tmp_path):
+    from dcclip_mobile.data.sources import open_image_source
+
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+    (tmp_path / "p.csv").write_text("filepath,caption\na.png,a cat\n")
+    assert len(open_image_source(str(tmp_path / "p.csv"), "train")) == 1
+    with pytest.raises(ValueError, match="'nowhere' is neither 'fashion-mnist' nor"):
+        open_image_source("nowhere", "test")
+
+
+def _labels_present() -> bool:
+    from dcclip_mobile.assets import AssetMissingError, asset_dir
+    try:
+        asset_dir("bilingual-labels")
+        return True
+    except AssetMissingError:
+        return False
+
+
+@pytest.mark.offline_assets
+@pytest.mark.skipif(not _labels_present(), reason="bilingual labels absent: python -m dcclip_mobile.assets fetch")
+def test_bilingual_labels_and_corpus():
+    from dcclip_mobile.data.labels import bilingual_corpus, imagenet_classnames, templates
+
+    assert len(imagenet_classnames("en")) == len(imagenet_classnames("zh")) == 1000
+    assert len(templates("zh")) == 80 and all("{c}" in t for t in templates("zh"))
+    corpus = bilingual_corpus(600, seed=3)
+    assert len(corpus) == 600 and corpus == bilingual_corpus(600, seed=3)
+    langs = [lang for _, lang in corpus]
+    assert 250 < langs.count("zh") < 350
+    assert any("短靴" in t for t, _ in corpus) and any("ankle boot" in t for t, _ in corpus)
+    with pytest.raises(ValueError, match="language 'fr'; accepted: en, zh"):
+        templates("fr")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import random
 from functools import lru_cache
+from typing import Sequence
 
 from ..assets import asset_dir
 from .fashion_mnist import CLASSES_EN, CLASSES_ZH
@@ -41,15 +42,37 @@ def prompts(classnames: list[str], lang: str, n_templates: int | None = None) ->
     return [[t.replace("{c}", name) for t in ts] for name in classnames]
 
 
-def bilingual_corpus(size: int, seed: int = 0) -> list[tuple[str, str]]:
-    """(text, lang) pairs for stage-1 text distillation: every Fashion-MNIST class in every template of both
-    languages, then ImageNet class names in random templates, half English, half Chinese, up to `size`."""
+def bilingual_corpus(size: int, seed: int = 0,
+                     classnames: dict[str, Sequence[str]] | None = None) -> list[tuple[str, str]]:
+    """`size` distinct (text, lang) pairs for stage-1 text distillation, half English and half Chinese, in a
+    seeded random order. Per language: the target classes' names (`classnames`, by default Fashion-MNIST's)
+    in random templates, up to a quarter of that language's share, then distinct (ImageNet class, template)
+    prompts drawn at random, so the text student sees the demo's classes and a thousand others."""
+    classnames = classnames or {"en": CLASSES_EN, "zh": CLASSES_ZH}
+    for lang in classnames:
+        _check_lang(lang)
+    per_lang = {"en": (size + 1) // 2, "zh": size // 2}
     rng = random.Random(seed)
     out: list[tuple[str, str]] = []
-    for lang, names in (("en", CLASSES_EN), ("zh", CLASSES_ZH)):
-        out += [(p, lang) for row in prompts(names, lang) for p in row]
-    while len(out) < size:
-        lang = LANGS[len(out) % 2]
-        name = rng.choice(_load(lang, 0))
-        out.append((rng.choice(_load(lang, 1)).replace("{c}", name), lang))
-    return out[:size]
+    for lang in LANGS:
+        names, ts, n = _load(lang, 0), _load(lang, 1), per_lang[lang]
+        target = [t.replace("{c}", c) for c in classnames.get(lang, ()) for t in ts]
+        take = rng.sample(target, min(len(target), n // 4))
+        room = len(names) * len(ts)
+        if n - len(take) > room:
+            raise ValueError(f"a bilingual corpus of {size} texts needs {n - len(take)} ImageNet prompts in {lang!r}; "
+                             f"there are {room}: ask for at most {2 * (room + len(target) // 4)}")
+        picks = rng.sample(range(room), n - len(take))
+        texts = set(take)
+        for k in picks:  # a few templates read the same for two classes: skip repeats, keep the count
+            texts.add(ts[k % len(ts)].replace("{c}", names[k // len(ts)]))
+        if len(texts) < n:
+            for k in rng.sample(range(room), room):
+                texts.add(ts[k % len(ts)].replace("{c}", names[k // len(ts)]))
+                if len(texts) == n:
+                    break
+            else:
+                raise ValueError(f"only {len(texts)} distinct {lang!r} prompts exist; ask for a smaller corpus")
+        out += [(t, lang) for t in sorted(texts)]
+    rng.shuffle(out)
+    return out

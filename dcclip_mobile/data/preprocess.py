@@ -3,8 +3,10 @@
 The rule, exactly (the bundle manifest states it and the apps reimplement it):
   1. decode, apply the EXIF orientation, convert any mode (L, I;16, P, RGBA, CMYK...) to 8-bit RGB;
      transparency is composited on white;
-  2. resize so the SHORTER side is `size`, the longer side round(size * long / short), bicubic (Pillow);
-     skipped when the image is already size x size;
+  2. resize to (max(size, rint(w * scale)), max(size, rint(h * scale))) with scale = size / min(w, h) in
+     double precision and rint rounding half to even (Python's round, Java's Math.rint), so the shorter side
+     becomes `size`; bicubic as Pillow does it (Keys a = -0.5, the kernel widened by the scale factor when
+     shrinking); skipped when the image is already size x size;
   3. center crop size x size: left = (width - size) // 2, top = (height - size) // 2;
   4. float32 CHW in RGB order: (pixel / 255 - mean[c]) / std[c], computed in float32 in that order.
 """
@@ -42,8 +44,14 @@ class ImagePreprocess:
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
-        d.update(channel_order="RGB", layout="NCHW", dtype="float32", interpolation="bicubic (Pillow)",
-                 crop="center, left=(w-size)//2, top=(h-size)//2", scale="pixel/255")
+        d.update(channel_order="RGB", layout="NCHW", dtype="float32",
+                 resize_rule="scale = size / min(w, h) (double); new w, h = max(size, rint(w*scale)), "
+                             "max(size, rint(h*scale)) (rint: half to even); none when already size x size",
+                 interpolation="bicubic (Pillow: Keys a=-0.5, antialiased when shrinking)",
+                 crop="center, left=(w-size)//2, top=(h-size)//2", scale="pixel/255",
+                 normalize="(pixel/255 - mean[c]) / std[c] in float32",
+                 decode="EXIF orientation applied; any mode to 8-bit RGB; alpha composited on white; "
+                        "16-bit by /257")
         return d
 
     def key(self) -> str:
@@ -87,11 +95,17 @@ def load_image(path: str | Path) -> Image.Image:
         raise ImageLoadError(f"image file {str(path)!r} is truncated or corrupt: {e}") from None
 
 
+def resized_shape(width: int, height: int, size: int) -> tuple[int, int]:
+    """(width, height) after step 2 of the rule: the shorter side becomes `size`, the longer one keeps the
+    aspect ratio (double precision, rounded half to even: the Android port does the same)."""
+    scale = size / min(width, height)
+    return max(size, round(width * scale)), max(size, round(height * scale))
+
+
 def resize_and_crop(img: Image.Image, size: int) -> Image.Image:
     w, h = img.size
     if (w, h) != (size, size):
-        scale = size / min(w, h)
-        nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
+        nw, nh = resized_shape(w, h, size)
         img = img.resize((nw, nh), Image.BICUBIC)
         left, top = (nw - size) // 2, (nh - size) // 2
         img = img.crop((left, top, left + size, top + size))
