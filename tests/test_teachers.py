@@ -116,3 +116,19 @@ def test_altclip_id_changes_with_its_weights(tiny_altclip_dir, tmp_path):
     st = w.stat()
     os.utime(w, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
     assert build_teacher(f"altclip:{copy}").teacher_id != a
+
+
+def test_lazy_cache_reads_the_same_rows(tiny_altclip_dir, tmp_path):
+    import pickle
+
+    t = build_teacher(f"altclip:{tiny_altclip_dir}")
+    imgs = [Image.new("RGB", (32, 32), (i * 20, 9, 0)) for i in range(7)]
+    eager = cache_image_features(t, imgs.__getitem__, 7, "seven", tmp_path, batch_size=4, shard_size=3)
+    lazy = cache_image_features(t, imgs.__getitem__, 7, "seven", tmp_path, batch_size=4, shard_size=3, lazy=True)
+    fm = lazy["feature_map"]
+    assert len(fm) == 7 and fm.shape == (7, 32, 4, 4) and fm[0].dtype == torch.float16
+    assert torch.equal(fm[4], eager["feature_map"][4]) and torch.equal(fm[-1], eager["feature_map"][6])
+    assert torch.equal(fm[2:6], eager["feature_map"][2:6]) and torch.equal(fm[[6, 0]], eager["feature_map"][[6, 0]])
+    assert torch.equal(pickle.loads(pickle.dumps(lazy["embedding"]))[5], eager["embedding"][5])
+    with pytest.raises(IndexError, match="index 7 out of range for 7"):
+        fm[7]

@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
+import numpy as np
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
@@ -66,18 +68,62 @@ class TeacherCache:
             self._record(done)
         return self
 
-    def load(self) -> dict[str, torch.Tensor]:
-        """All shards concatenated, fp16."""
+    def load(self, lazy: bool = False) -> dict[str, torch.Tensor]:
+        """All shards, fp16: concatenated in memory, or with lazy=True as ShardedTensors that read rows
+        from the memory-mapped shards on demand (for sets whose feature maps do not fit in memory)."""
         if not self.complete():
             raise CacheMissingError(f"teacher cache {str(self.dir)!r} is incomplete ({len(self.done())}/"
                                     f"{self.n_shards} shards); fill it first (python -m train.distill fills it)")
-        shards = [load_file(str(self.dir / f"shard_{s:05d}.safetensors")) for s in range(self.n_shards)]
+        files = [self.dir / f"shard_{s:05d}.safetensors" for s in range(self.n_shards)]
+        if lazy:
+            with safe_open(str(files[0]), "pt") as f:
+                names = list(f.keys())
+            return {k: ShardedTensor(files, k, self.shard_size, self.size) for k in names}
+        shards = [load_file(str(f)) for f in files]
         return {k: torch.cat([sh[k] for sh in shards]) for k in shards[0]}
 
 
+class ShardedTensor:
+    """One cached tensor across its shards, indexed like a tensor's first dimension (an int, a slice or a
+    sequence of ints) and read from the memory-mapped safetensors files only as rows are asked for."""
+
+    def __init__(self, files: Sequence[Path], name: str, shard_size: int, size: int):
+        self.files, self.name, self.shard_size, self.size = list(files), name, shard_size, size
+        self._handles: dict[int, object] = {}
+        with safe_open(str(self.files[0]), "pt") as f:
+            sl = f.get_slice(name)
+            self.shape = (size, *sl.get_shape()[1:])
+        self.dtype = torch.float16
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getstate__(self):  # DataLoader workers: reopen the files there
+        return {**self.__dict__, "_handles": {}}
+
+    def _row(self, i: int) -> torch.Tensor:
+        if not -self.size <= i < self.size:
+            raise IndexError(f"index {i} out of range for {self.size} cached rows")
+        i %= self.size
+        s, j = divmod(i, self.shard_size)
+        if s not in self._handles:
+            self._handles[s] = safe_open(str(self.files[s]), "pt")
+        return self._handles[s].get_slice(self.name)[j:j + 1][0]
+
+    def __getitem__(self, index) -> torch.Tensor:
+        if isinstance(index, (int, np.integer)) or (torch.is_tensor(index) and index.ndim == 0):
+            return self._row(int(index))
+        rows = range(self.size)[index] if isinstance(index, slice) else [int(i) for i in index]
+        if len(rows) == 0:
+            return torch.empty((0, *self.shape[1:]), dtype=self.dtype)
+        return torch.stack([self._row(i) for i in rows])
+
+
 def cache_image_features(teacher: Teacher, images: Callable[[int], object], size: int, dataset_id: str,
-                         root: str | Path, batch_size: int = 64, shard_size: int = 256) -> dict[str, torch.Tensor]:
-    """Teacher feature maps and embeddings for images(0..size-1) (PIL images), cached."""
+                         root: str | Path, batch_size: int = 64, shard_size: int = 256,
+                         lazy: bool = False) -> dict[str, torch.Tensor]:
+    """{"feature_map": [N,C,H,W], "embedding": [N,D]} (fp16) of the teacher on images(0..size-1) (PIL
+    images), computed once and cached; lazy=True reads rows from disk on demand (see TeacherCache.load)."""
     from ..data.preprocess import preprocess_batch
 
     cache = TeacherCache(root, teacher.teacher_id, dataset_id, teacher.preprocess.key(), "image", size, shard_size)
@@ -91,7 +137,7 @@ def cache_image_features(teacher: Teacher, images: Callable[[int], object], size
             embs.append(f.embedding)
         return {"feature_map": torch.cat(maps), "embedding": torch.cat(embs)}
 
-    return cache.fill(compute, desc=f"teacher images ({dataset_id})").load()
+    return cache.fill(compute, desc=f"teacher images ({dataset_id})").load(lazy)
 
 
 def cache_text_features(teacher: Teacher, texts: Sequence[str], dataset_id: str, root: str | Path,
