@@ -5,6 +5,7 @@ import torch
 from PIL import Image
 
 from dcclip_mobile.assets import assets_present
+from dcclip_mobile.data.fashion_mnist import DEFAULT_DIR
 from dcclip_mobile.data.preprocess import preprocess_batch
 from dcclip_mobile.teachers import build_teacher
 from dcclip_mobile.teachers.cache import CacheMissingError, TeacherCache, cache_image_features
@@ -29,13 +30,19 @@ def test_unknown_teacher_names_the_accepted_ones():
 
 @pytest.mark.offline_assets
 @pytest.mark.skipif(not assets_present(), reason="offline teacher assets absent: python -m dcclip_mobile.assets fetch")
+@pytest.mark.skipif(not (DEFAULT_DIR / "t10k-images-idx3-ubyte.gz").is_file(),
+                    reason="Fashion-MNIST absent: apt-get install dataset-fashion-mnist")
 def test_offline_teacher_on_real_images():
     from dcclip_mobile.data.fashion_mnist import FashionMNIST
 
     t = build_teacher("offline")
+    assert t.teacher_id == build_teacher("offline").teacher_id and t.preprocess.size == 224
     ds = FashionMNIST("test", limit=4)
     f = t.encode_image(preprocess_batch([ds.image(i) for i in range(4)], t.preprocess))
-    assert f.feature_map.shape == (4, 1280, 7, 7) and f.embedding.shape == (4, 512)
+    assert f.feature_map.shape == (4, t.feature_channels, t.feature_size, t.feature_size) == (4, 1280, 7, 7)
+    assert f.embedding.shape == (4, t.embed_dim) == (4, 512)
+    assert 0 <= f.feature_map.min() and f.feature_map.max() <= 6  # ReLU6 maps, finite
+    assert torch.allclose(f.embedding.norm(dim=-1), torch.ones(4), atol=1e-5)
     tf = t.encode_text(["a photo of a sneaker.", "一张运动鞋的照片。", "a photo of a dress."])
     assert tf.embedding.shape == (3, 512)
     sim = tf.embedding @ tf.embedding.T
