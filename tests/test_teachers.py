@@ -139,3 +139,20 @@ def test_lazy_cache_reads_the_same_rows(tiny_altclip_dir, tmp_path):
     assert torch.equal(pickle.loads(pickle.dumps(lazy["embedding"]))[5], eager["embedding"][5])
     with pytest.raises(IndexError, match="index 7 out of range for 7"):
         fm[7]
+
+
+def test_altclip_without_preprocessor_config_uses_clip_defaults(tiny_altclip_dir, tmp_path):
+    import shutil
+
+    from dcclip_mobile.config import CLIP_MEAN
+
+    copy = tmp_path / "bare"
+    shutil.copytree(tiny_altclip_dir, copy)
+    (copy / "preprocessor_config.json").unlink()
+    t = build_teacher(f"altclip:{copy}")
+    assert t.preprocess.size == 32 and t.preprocess.mean == tuple(CLIP_MEAN)
+
+
+def test_altclip_missing_dir_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="AltCLIP directory '.*nothing' does not exist"):
+        build_teacher(f"altclip:{tmp_path / 'nothing'}")

@@ -39,8 +39,19 @@ class AltCLIPTeacher:
     def __init__(self, name_or_path: str, max_text_length: int = 64, device: str = "cpu"):
         from transformers import AltCLIPModel, AutoTokenizer
 
-        self.model = AltCLIPModel.from_pretrained(name_or_path).to(device).eval()
-        self.tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+        if str(name_or_path).startswith(("/", ".", "~")) and not Path(name_or_path).expanduser().is_dir():
+            raise FileNotFoundError(f"AltCLIP directory {str(name_or_path)!r} does not exist; give a directory "
+                                    "written by save_pretrained, or a hub id such as 'BAAI/AltCLIP'")
+        name_or_path = str(Path(name_or_path).expanduser()) if str(name_or_path).startswith("~") else name_or_path
+        try:
+            self.model = AltCLIPModel.from_pretrained(name_or_path).to(device).eval()
+            self.tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+        except OSError as e:
+            raise FileNotFoundError(
+                f"AltCLIP {name_or_path!r} could not be loaded ({str(e).splitlines()[0]}). Give a hub id such as "
+                "'BAAI/AltCLIP' (needs the hub, or a filled Hugging Face cache) or a directory holding what "
+                "AltCLIPModel.save_pretrained and the tokenizer's save_pretrained write; without either, use "
+                "--teacher offline") from None
         self.device, self.max_text_length = device, max_text_length
         vc, cfg = self.model.config.vision_config, self.model.config
         self.preprocess = self._preprocess(name_or_path, vc.image_size)
@@ -52,18 +63,18 @@ class AltCLIPTeacher:
 
     @staticmethod
     def _preprocess(name_or_path: str, image_size: int) -> ImagePreprocess:
+        """Size, mean and std from the checkpoint's preprocessor_config.json (the same lookup for a hub id and
+        a local directory), CLIP's defaults where it has none; the resize rule is always ours."""
+        from transformers.utils import cached_file
+
         mean, std, size = CLIP_MEAN, CLIP_STD, image_size
-        local = Path(name_or_path) / "preprocessor_config.json"
-        info = None
-        if local.is_file():
-            info = json.loads(local.read_text())
-        else:
-            try:
-                from transformers import CLIPImageProcessor
-                info = CLIPImageProcessor.from_pretrained(name_or_path).to_dict()
-            except (OSError, ValueError):
-                info = None
-        if info:
+        try:
+            path = cached_file(str(name_or_path), "preprocessor_config.json",
+                               _raise_exceptions_for_missing_entries=False)
+        except OSError:
+            path = None
+        if path:
+            info = json.loads(Path(path).read_text(encoding="utf-8"))
             mean, std = tuple(info.get("image_mean", mean)), tuple(info.get("image_std", std))
             crop = info.get("crop_size", size)
             size = crop.get("height", size) if isinstance(crop, dict) else int(crop)
