@@ -5,6 +5,7 @@
 #   android_demo/run_jvm_tests.sh                 make a tiny bundle + vectors (~30 s), compile, test
 #   GOLDEN_BUNDLE=DIR android_demo/run_jvm_tests.sh   test against an exported bundle (e.g. runs/demo/bundles/android)
 #   REUSE_GOLDEN=1 android_demo/run_jvm_tests.sh   keep android_demo/build/golden if it is there
+#   WITH_IOS=1 android_demo/run_jvm_tests.sh       also export an iOS bundle (Core ML, +30 s): tested here and by the Swift tests
 #
 # Needs: Java 17 (javac) and JUnit 4 from Debian (`apt-get install -y junit4`; or JUNIT_JAR=path/to/junit4.jar
 # with HAMCREST_JAR), and the project's Python stack for make_golden.py. Ends with "N passed, M failed".
@@ -30,7 +31,7 @@ if [ -n "${GOLDEN_BUNDLE:-}" ]; then
   (cd "$REPO" && $PY android_demo/tools/make_golden.py --out "$GOLDEN" --bundle "$GOLDEN_BUNDLE")
 elif [ -z "${REUSE_GOLDEN:-}" ] || [ ! -f "$GOLDEN/cases.json" ]; then
   rm -rf "$GOLDEN"
-  (cd "$REPO" && $PY android_demo/tools/make_golden.py --out "$GOLDEN")
+  (cd "$REPO" && $PY android_demo/tools/make_golden.py --out "$GOLDEN" ${WITH_IOS:+--ios})
 fi
 
 # 2. compile the core module, then its tests (one javac each: 2 cores are shared)

@@ -105,12 +105,13 @@ def make_checkpoint(directory: Path) -> Path:
     return save_student(model.eval(), tok, directory / "checkpoint")
 
 
-def export_bundle(checkpoint: Path, out: Path) -> Path:
-    cmd = [sys.executable, "-m", "lowering.export", "--target", "android", "--checkpoint", str(checkpoint),
-           "--precision", "fp32", "--out", str(out), "--no-latency", "--eval-images", "4"]
+def export_bundle(checkpoint: Path, out: Path, target: str = "android") -> Path:
+    precision = {"android": "fp32", "ios": "fp16"}[target]
+    cmd = [sys.executable, "-m", "lowering.export", "--target", target, "--checkpoint", str(checkpoint),
+           "--precision", precision, "--out", str(out), "--no-latency", "--eval-images", "4"]
     print("+", " ".join(cmd), flush=True)
     subprocess.run(cmd, cwd=REPO, check=True)
-    return out / "android"
+    return out / target
 
 
 def checksum(x: torch.Tensor) -> dict:
@@ -200,13 +201,20 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default=str(REPO / "android_demo" / "build" / "golden"))
     ap.add_argument("--bundle", default=None, help="an exported bundle directory to use instead of making one")
+    ap.add_argument("--ios", action="store_true",
+                    help="also export the same checkpoint for iOS (Core ML, fp16) into OUT/bundles/ios and name it in "
+                         "bundle_path_ios.txt: the Swift tests then read that bundle (same tokenizer, golden and labels)")
     args = ap.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.bundle:
         bundle = Path(args.bundle).resolve()
     else:
-        bundle = export_bundle(make_checkpoint(out), out / "bundles")
+        checkpoint = make_checkpoint(out)
+        bundle = export_bundle(checkpoint, out / "bundles")
+        if args.ios:
+            ios = export_bundle(checkpoint, out / "bundles", "ios")
+            (out / "bundle_path_ios.txt").write_text(str(ios.resolve()) + "\n")
     manifest = bm.load_manifest(bundle)
     problems = bm.verify_files(bundle, manifest)
     if problems:

@@ -137,6 +137,38 @@ public class ManifestTest {
         assertTrue(refusal(copy.toFile()).contains("does not exist"));
     }
 
+    /** With make_golden.py --ios: an iOS bundle (Core ML packages are directories) reads and verifies too. */
+    @Test
+    public void anIosBundleVerifiesFileByFileInsidePackages() throws IOException {
+        File pointer = new File(Golden.dir(), "bundle_path_ios.txt");
+        org.junit.Assume.assumeTrue("no iOS bundle (make_golden.py --ios)", pointer.isFile());
+        File ios = new File(new String(Files.readAllBytes(pointer.toPath()), StandardCharsets.UTF_8).trim());
+        Manifest m = Manifest.load(ios);
+        assertEquals("ios", m.target);
+        assertEquals("mlpackage", m.defaultArtifact("text").format);
+        assertEquals("int32", Json.obj(Json.arr(m.defaultArtifact("text").raw.get("inputs"), "in").get(0), "i").get("dtype"));
+        String inside = null;
+        for (String rel : m.files.keySet()) if (rel.startsWith(m.defaultArtifact("image").file + "/")) inside = rel;
+        assertNotNull("the manifest lists the files inside the .mlpackage", inside);
+        Path dir = Files.createTempDirectory("dcclip-ios");
+        try {
+            try (Stream<Path> s = Files.walk(ios.toPath())) {
+                for (Path p : (Iterable<Path>) s::iterator) {
+                    Path to = dir.resolve(ios.toPath().relativize(p).toString());
+                    if (Files.isDirectory(p)) Files.createDirectories(to);
+                    else Files.copy(p, to, StandardCopyOption.REPLACE_EXISTING);
+                }
+            }
+            Files.write(dir.resolve(inside), new byte[] {1, 2, 3});
+            String msg = refusal(dir.toFile());
+            assertTrue(msg, msg.contains(inside + ": "));
+        } finally {
+            try (Stream<Path> s = Files.walk(dir)) {
+                s.sorted(Comparator.reverseOrder()).forEach(p -> p.toFile().delete());
+            }
+        }
+    }
+
     @Test
     public void refusesATokenizerFromAnotherBundle() throws IOException {
         editManifest("\"context_length\": ", "\"context_length\": 1");

@@ -15,9 +15,9 @@ public final class RunAllTests {
             System.out.println("FAILED " + f.getTestHeader() + ": " + f.getMessage());
             if (!(f.getException() instanceof AssertionError)) f.getException().printStackTrace(System.out);
         }
-        int failed = r.getFailureCount();
-        System.out.println((r.getRunCount() - failed) + " passed, " + failed + " failed, " + r.getIgnoreCount()
-                + " skipped (" + CLASSES.length + " classes, " + r.getRunTime() / 1000.0 + " s)");
+        int failed = r.getFailureCount(), skipped = r.getIgnoreCount() + r.getAssumptionFailureCount();
+        System.out.println((r.getRunCount() - failed - r.getAssumptionFailureCount()) + " passed, " + failed
+                + " failed, " + skipped + " skipped (" + CLASSES.length + " classes, " + r.getRunTime() / 1000.0 + " s)");
         System.exit(failed == 0 ? 0 : 1);
     }
 }
