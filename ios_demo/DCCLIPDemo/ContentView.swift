@@ -103,8 +103,10 @@ final class DemoModel: ObservableObject {
             let c = try Classifier(bundle: b, encoders: CoreMLEncoders.defaults(b.manifest))
             let m = b.manifest
             let gate = (m.raw["parity_gate"] as? [String: Any])?["passed"] as? Bool == true
-            let info = "\(dir.lastPathComponent): \(m.target), embed \(m.embedDim), \(b.classes?.labelsEn.count ?? 0) labels, "
-                + "context \(m.contextLength)\nimage \(try m.defaultArtifact("image").file), text \(try m.defaultArtifact("text").file)\n"
+            let imageFile = try m.defaultArtifact("image").file, textFile = try m.defaultArtifact("text").file
+            let labels = b.classes?.labelsEn.count ?? 0
+            let info = "\(dir.lastPathComponent): \(m.target), embed \(m.embedDim), \(labels) labels, "
+                + "context \(m.contextLength)\nimage \(imageFile), text \(textFile)\n"
                 + "parity gate at export: \(gate ? "passed" : "FAILED (overridden)")"
             return (b, c, info)
         }) { b, c, info in

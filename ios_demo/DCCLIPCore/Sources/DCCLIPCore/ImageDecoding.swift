@@ -66,16 +66,17 @@ public enum ImageDecoding {
         for y in 0..<oh {
             for x in 0..<ow {
                 // the source pixel that lands at (x, y) of the upright image
-                let (sx, sy): (Int, Int)
+                let source: (x: Int, y: Int)
                 switch orientation {
-                case 2: (sx, sy) = (w - 1 - x, y)           // mirrored
-                case 3: (sx, sy) = (w - 1 - x, h - 1 - y)   // rotated 180
-                case 4: (sx, sy) = (x, h - 1 - y)           // flipped vertically
-                case 5: (sx, sy) = (y, x)                   // transposed
-                case 6: (sx, sy) = (y, h - 1 - x)           // rotate 90 clockwise to view
-                case 7: (sx, sy) = (w - 1 - y, h - 1 - x)   // transversed
-                default: (sx, sy) = (w - 1 - y, x)          // 8: rotate 90 counter-clockwise to view
+                case 2: source = (w - 1 - x, y)           // mirrored
+                case 3: source = (w - 1 - x, h - 1 - y)   // rotated 180
+                case 4: source = (x, h - 1 - y)           // flipped vertically
+                case 5: source = (y, x)                   // transposed
+                case 6: source = (y, h - 1 - x)           // rotate 90 clockwise to view
+                case 7: source = (w - 1 - y, h - 1 - x)   // transversed
+                default: source = (w - 1 - y, x)          // 8: rotate 90 counter-clockwise to view
                 }
+                let (sx, sy) = source
                 let s = (sy * w + sx) * 4, o = (y * ow + x) * 4
                 out[o] = px.rgba[s]
                 out[o + 1] = px.rgba[s + 1]

@@ -159,12 +159,11 @@ public final class Manifest {
     /// Problems between the files on disk and the manifest's table (empty when none).
     public func verifyFiles() -> [String] {
         var onDisk: [String: URL] = [:]
-        let base = directory.standardizedFileURL.path
-        if let e = FileManager.default.enumerator(at: directory, includingPropertiesForKeys: [.isRegularFileKey]) {
-            for case let u as URL in e {
-                guard (try? u.resourceValues(forKeys: [.isRegularFileKey]))?.isRegularFile == true else { continue }
-                var rel = String(u.standardizedFileURL.path.dropFirst(base.count))
-                if rel.hasPrefix("/") { rel.removeFirst() }
+        if let e = FileManager.default.enumerator(atPath: directory.path) { // relative paths, "/"-separated
+            for case let rel as String in e {
+                let u = directory.appendingPathComponent(rel)
+                var isDir: ObjCBool = false
+                guard FileManager.default.fileExists(atPath: u.path, isDirectory: &isDir), !isDir.boolValue else { continue }
                 if rel != Manifest.file { onDisk[rel] = u }
             }
         }

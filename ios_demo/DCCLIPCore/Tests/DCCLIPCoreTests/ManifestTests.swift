@@ -60,7 +60,9 @@ final class ManifestTests: XCTestCase {
         FileManager.default.fileExists(atPath: url.path, isDirectory: &isDir)
         let target = isDir.boolValue  // an .mlpackage is a directory: truncate its weights file
             ? try XCTUnwrap(FileManager.default.enumerator(at: url, includingPropertiesForKeys: nil)?
-                .compactMap { $0 as? URL }.first { !$0.hasDirectoryPath && $0.lastPathComponent != "Manifest.json" })
+                .compactMap { $0 as? URL }
+                .first { (try? $0.resourceValues(forKeys: [.isRegularFileKey]))?.isRegularFile == true
+                    && $0.lastPathComponent != "Manifest.json" })
             : url
         let data = try Data(contentsOf: target)
         try data.dropLast().write(to: target)
