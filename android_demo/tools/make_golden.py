@@ -4,7 +4,8 @@
 
 Without --bundle: trains a tiny bilingual tokenizer on a fixed corpus, builds a tiny student (seed 0),
 saves it with `save_student`, and exports an Android bundle with the real `python -m lowering.export`
-(fp32, no latency) into OUT/bundles/android. With --bundle: uses that exported bundle as it is.
+(fp32, no latency) into OUT/bundles/android (without Debian's Fashion-MNIST, whose images the CLI uses for
+parity, the same exporter is called as a library, `export_bundles`, with synthetic parity images). With --bundle: uses that exported bundle as it is.
 
 Then writes OUT/cases.json, vectors golden.json does not carry, each computed by the project's own code on
 the bundle's own files:
@@ -105,8 +106,28 @@ def make_checkpoint(directory: Path) -> Path:
     return save_student(model.eval(), tok, directory / "checkpoint")
 
 
+def fashion_mnist_present() -> bool:
+    from dcclip_mobile.data.fashion_mnist import DEFAULT_DIR
+
+    return (DEFAULT_DIR / "t10k-images-idx3-ubyte.gz").is_file()
+
+
 def export_bundle(checkpoint: Path, out: Path, target: str = "android") -> Path:
     precision = {"android": "fp32", "ios": "fp16"}[target]
+    if not fashion_mnist_present():
+        # the CLI's parity images are Fashion-MNIST's; without the Debian package, the same exporter as a library
+        from dcclip_mobile.checkpoint import load_student
+        from lowering.export import export_bundles
+        from lowering.inputs import CALIBRATION_TEMPLATES, FASHION_LABELS_EN, FASHION_LABELS_ZH, EvalSet
+
+        print("note: Fashion-MNIST is not installed; exporting with synthetic parity images", flush=True)
+        labels = {"en": FASHION_LABELS_EN, "zh": FASHION_LABELS_ZH}
+        texts = [(lang, CALIBRATION_TEMPLATES[lang][0].format(labels[lang][i])) for i in range(4) for lang in ("en", "zh")]
+        images = [synthetic_image(28, 28, 100 + i, False) for i in range(8)]
+        model, tok = load_student(checkpoint)
+        export_bundles(model, tok, [target], out, {target: [precision]}, EvalSet(images[:4], images[4:], labels, texts),
+                       checkpoint=checkpoint, measure_latency=False)
+        return out / target
     cmd = [sys.executable, "-m", "lowering.export", "--target", target, "--checkpoint", str(checkpoint),
            "--precision", precision, "--out", str(out), "--no-latency", "--eval-images", "4"]
     print("+", " ".join(cmd), flush=True)
