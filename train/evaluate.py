@@ -44,10 +44,11 @@ def evaluate_student(model, tokenizer, source, n_templates: int | None = None, l
 
 
 def evaluate_teacher(teacher, source, cache: Path, n_templates: int | None = None,
-                     langs=LANGS) -> tuple[dict, torch.Tensor]:
+                     langs=LANGS, batch_size: int = 4) -> tuple[dict, torch.Tensor]:
     """Accuracy dict and the teacher's image embeddings (cached: the student comparison reuses them)."""
     t = time.perf_counter()
-    emb = cache_image_features(teacher, source.image, len(source), source.dataset_id, cache)["embedding"].float()
+    emb = cache_image_features(teacher, source.image, len(source), source.dataset_id, cache,
+                               batch_size=batch_size)["embedding"].float()
     result = evaluate_zero_shot(lambda texts: teacher.encode_text(texts).embedding, source, langs,
                                 image_embeddings=emb, n_templates=n_templates)
     return {**result, "wall_s": time.perf_counter() - t}, emb
@@ -63,12 +64,17 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--langs", default=",".join(LANGS), help="comma-separated languages (default en,zh)")
     ap.add_argument("--templates", type=int, default=None, help="use the first N templates (default all 80)")
     ap.add_argument("--cache", default=None, help="teacher feature cache (default <DCCLIP_CACHE>/teacher_features)")
+    ap.add_argument("--batch-size", type=int, default=4, help="images per teacher call (default 4)")
+    ap.add_argument("--threads", type=int, default=0,
+                    help="torch CPU threads (default: torch's choice); on a busy 2-core machine 1 is much faster")
     ap.add_argument("--json", help="also write the result here")
     return ap
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     try:
         source = image_source(args, split="test")
         if args.checkpoint:
@@ -77,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             cache = Path(args.cache) if args.cache else cache_dir() / "teacher_features"
             teacher = build_teacher(args.teacher)
-            result, _ = evaluate_teacher(teacher, source, cache, args.templates, args.langs)
+            result, _ = evaluate_teacher(teacher, source, cache, args.templates, args.langs, args.batch_size)
             result["teacher_id"] = teacher.teacher_id
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
