@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--test-images", type=int, default=2000, help="class-balanced test subset (10000 = all)")
     ap.add_argument("--corpus-size", type=int, default=8000)
     ap.add_argument("--distill-steps", type=int, default=200)
-    ap.add_argument("--align-steps", type=int, default=300)
+    ap.add_argument("--align-steps", type=int, default=600)
     ap.add_argument("--report-images", type=int, default=1000, help="eval images for the on-device report")
     ap.add_argument("--no-export", action="store_true", help="stop after stage 2 (no bundles, no report)")
     ap.add_argument("--threads", type=int, default=0)
