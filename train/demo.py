@@ -26,6 +26,7 @@ from dcclip_mobile.data.fashion_mnist import FashionMNIST
 from dcclip_mobile.teachers import build_teacher
 
 from . import align, distill
+from .cli import run_main
 from .evaluate import evaluate_student, evaluate_teacher, student_embeddings
 
 
@@ -137,14 +138,10 @@ def _fmt(acc: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        summary = run(args)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(f"summary: {Path(args.out) / 'summary.json'} (total {summary['total_wall_s']:.0f} s)")
-    return 0
+    def run_and_locate(args: argparse.Namespace) -> Path:
+        run(args)
+        return Path(args.out) / "summary.json"
+    return run_main(build_parser(), run_and_locate, "summary", argv)
 
 
 if __name__ == "__main__":
