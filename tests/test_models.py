@@ -55,6 +55,22 @@ def test_padding_does_not_change_text_embedding():
     assert torch.allclose(a, b, atol=1e-5)
 
 
+def test_trimmed_text_forward_matches_the_full_length_one():
+    torch.manual_seed(0)
+    cfg = load_preset("tiny")
+    model = DCCLIPStudent(cfg)
+    _, ids, mask = dummy_inputs(cfg, batch=3)
+    mask[:, 5:] = 0  # every row padded from column 5 on: training drops those columns
+    mask[1, 2:] = 0
+    full = model.text(ids, mask)
+    trimmed = model.text.forward_trimmed(ids, mask)
+    for a, b in zip(full, trimmed):
+        assert torch.allclose(a, b, atol=1e-5)
+    trimmed[1].sum().backward()  # and it trains: the used positions get gradients, the dropped ones none
+    grad = model.text.position_embedding.grad
+    assert grad[:5].abs().sum() > 0 and grad[5:].abs().sum() == 0
+
+
 @pytest.mark.parametrize("name", ["tiny", "small"])
 def test_torch_export_of_both_encoders(name):
     cfg = load_preset(name)

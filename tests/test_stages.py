@@ -94,6 +94,7 @@ def test_align_resume_matches_uninterrupted(pairs_file, tiny_altclip_dir, tmp_pa
 @pytest.mark.parametrize("argv,match", [
     (["--lr", "-0.1"], "lr must be a positive number, got -0.1"),
     (["--teacher", "clip"], "unknown teacher 'clip'"),
+    (["--texts-per-image", "0"], "texts_per_image must be >= 1, got 0"),
 ])
 def test_bad_distill_options_are_clear_errors(pairs_file, tiny_altclip_dir, tmp_path, capsys, argv, match):
     base = ["--images", str(pairs_file / "pairs.jsonl"), "--corpus-size", "0", "--texts",
@@ -122,3 +123,31 @@ def test_two_process_torchrun(pairs_file, tiny_altclip_dir, tmp_path):
     assert [x["step"] for x in m] == [1, 2, 3, 4]  # one log, written by rank 0
     assert {"loss", "lr", "infonce", "logit_scale"} <= set(m[0])
     load_student(tmp_path / "ddp" / "checkpoint")
+
+
+def test_distill_set_gives_each_image_its_own_run_of_texts():
+    import torch
+    from PIL import Image as PILImage
+
+    from dcclip_mobile.data.preprocess import ImagePreprocess
+    from train.datasets import DistillSet
+
+    class Images:
+        dataset_id = "three"
+
+        def __len__(self):
+            return 3
+
+        def image(self, i):
+            return PILImage.new("RGB", (8, 8), (i, 0, 0))
+
+    n_texts = 10
+    tokens = {"input_ids": torch.arange(n_texts)[:, None].repeat(1, 4), "attention_mask": torch.ones(n_texts, 4)}
+    texts = {"pooled": torch.arange(n_texts, dtype=torch.float)[:, None], "embedding": torch.zeros(n_texts, 2)}
+    images = {"feature_map": torch.zeros(3, 1, 1, 1), "embedding": torch.zeros(3, 2)}
+    data = DistillSet(Images(), ImagePreprocess(8, (0.5,) * 3, (0.5,) * 3), images, tokens, texts, texts_per_image=4)
+    assert len(data) == 3  # max(3 images, ceil(10 texts / 4))
+    item = data[2]
+    assert item["input_ids"][:, 0].tolist() == [8, 9, 0, 1]  # texts 8..11, wrapping around the corpus
+    assert item["teacher_text_features"][:, 0].tolist() == [8.0, 9.0, 0.0, 1.0]
+    assert item["input_ids"].shape == (4, 4) and item["pixel_values"].shape == (3, 8, 8)

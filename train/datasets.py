@@ -21,20 +21,28 @@ class ImageSource(Protocol):
 
 
 class DistillSet(torch.utils.data.Dataset):
-    """Item k: image k mod N_images with its teacher map/embedding, and text k mod N_texts with its teacher
-    features; one epoch covers the larger of the two."""
+    """Item k: image k mod N_images with its teacher map/embedding, and texts k*m .. k*m+m-1 (mod N_texts,
+    m = texts_per_image) with their teacher features, stacked [m, ...]; one epoch covers the larger side.
+
+    Text steps are cheap next to image steps (a short prompt against a feature map), and the text student
+    needs many more samples than the image student to separate prompts that differ in one word, so it
+    gets m texts per image."""
 
     def __init__(self, images: ImageSource, pre: ImagePreprocess, teacher_images: dict[str, torch.Tensor],
-                 tokens: dict[str, torch.Tensor], teacher_texts: dict[str, torch.Tensor]):
+                 tokens: dict[str, torch.Tensor], teacher_texts: dict[str, torch.Tensor], texts_per_image: int = 1):
+        if texts_per_image < 1:
+            raise ValueError(f"texts_per_image must be >= 1, got {texts_per_image}")
         self.images, self.pre = images, pre
         self.teacher_images, self.tokens, self.teacher_texts = teacher_images, tokens, teacher_texts
         self.n_images, self.n_texts = len(images), len(tokens["input_ids"])
+        self.texts_per_image = texts_per_image
 
     def __len__(self) -> int:
-        return max(self.n_images, self.n_texts)
+        return max(self.n_images, -(-self.n_texts // self.texts_per_image))
 
     def __getitem__(self, k: int) -> dict:
-        i, t = k % self.n_images, k % self.n_texts
+        i, m = k % self.n_images, self.texts_per_image
+        t = torch.arange(k * m, (k + 1) * m) % self.n_texts
         return {"pixel_values": preprocess_image(self.images.image(i), self.pre),
                 "teacher_map": self.teacher_images["feature_map"][i].float(),
                 "teacher_image_embedding": self.teacher_images["embedding"][i].float(),

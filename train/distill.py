@@ -37,6 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--teacher", default="offline", help="'offline' or 'altclip:<hub id or local dir>'")
     add_image_source_args(ap, default_limit=5000)
     ap.add_argument("--corpus-size", type=int, default=8000, help="bilingual texts to distill on")
+    ap.add_argument("--texts-per-image", type=int, default=8,
+                    help="texts in each step per image (text steps are cheap; the text student needs many)")
     ap.add_argument("--texts", help="extra texts, one per line (English or Chinese), added to the corpus")
     ap.add_argument("--preset", default="small")
     ap.add_argument("--image-size", type=int, help="override the preset's student input size")
@@ -82,7 +84,8 @@ def run(args: argparse.Namespace) -> Path:
     teacher_texts = cache_text_features(teacher, corpus, f"corpus-{len(corpus)}", cache)
     weights = DistillWeights(**{k: getattr(args, f"w_{k}") for k in vars(DistillWeights())})
     stage = DistillStage(student, teacher.feature_channels, teacher.text_feature_dim, teacher.embed_dim, weights)
-    data = DistillSet(images, student_preprocess(student_cfg), teacher_images, tokenizer(corpus), teacher_texts)
+    data = DistillSet(images, student_preprocess(student_cfg), teacher_images, tokenizer(corpus), teacher_texts,
+                      args.texts_per_image)
     ckpt = train(stage, data, torch.utils.data.default_collate, tokenizer, cfg, out, resume=args.resume,
                  desc="stage 1 distill", extra_state={"teacher": teacher.teacher_id, "images": images.dataset_id})
     (out / "stage.json").write_text(json.dumps({"stage": "distill", "teacher": teacher.teacher_id,

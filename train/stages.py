@@ -57,13 +57,16 @@ class DistillStage(StageModule):
         fmap, img_emb = self.student.image(batch["pixel_values"])
         teacher_map = batch["teacher_map"]
         l_map = feature_distill_loss(self.image_adapter(fmap, teacher_map.shape[-2:]), teacher_map)
-        pooled, txt_emb = self.student.text(batch["input_ids"], batch["attention_mask"])
-        l_text = feature_distill_loss(self.text_adapter(pooled), batch["teacher_text_features"])
+        # texts come [B, m, ...] (m per image, see DistillSet): one flat text batch of B*m
+        flat = {k: batch[k].flatten(0, 1) for k in ("input_ids", "attention_mask", "teacher_text_features",
+                                                    "teacher_text_embedding")}
+        pooled, txt_emb = self.student.text.forward_trimmed(flat["input_ids"], flat["attention_mask"])
+        l_text = feature_distill_loss(self.text_adapter(pooled), flat["teacher_text_features"])
         loss = w.image_map * l_map + w.text_features * l_text
         metrics = {"image_map": l_map.item(), "text_features": l_text.item()}
         if self.embedding_terms:
             l_img_emb = embedding_distill_loss(img_emb, batch["teacher_image_embedding"])
-            l_txt_emb = embedding_distill_loss(txt_emb, batch["teacher_text_embedding"])
+            l_txt_emb = embedding_distill_loss(txt_emb, flat["teacher_text_embedding"])
             loss = loss + w.image_embedding * l_img_emb + w.text_embedding * l_txt_emb
             metrics.update(image_cos=1 - l_img_emb.item(), text_cos=1 - l_txt_emb.item())
         return loss, metrics
@@ -83,7 +86,7 @@ class AlignStage(StageModule):
 
     def forward(self, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
         _, img = self.student.image(batch["pixel_values"])
-        _, txt = self.student.text(batch["input_ids"], batch["attention_mask"])
+        _, txt = self.student.text.forward_trimmed(batch["input_ids"], batch["attention_mask"])
         img_n, txt_n = F.normalize(img, dim=-1), F.normalize(txt, dim=-1)
         labels = batch.get("labels") if self.label_aware else None
         loss = clip_contrastive_loss(img_n, txt_n, self.student.scale(), labels)
