@@ -45,7 +45,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--preset", default="small")
     ap.add_argument("--checkpoint", default=None)
-    ap.add_argument("--eval-images", type=int, default=64)
+    ap.add_argument("--eval-images", type=int, default=256)
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     eval_set = default_eval_set(n_calibration=args.eval_images // 2, n_parity=args.eval_images)

@@ -380,7 +380,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--allow-parity-failure", action="store_true",
                     help="write bundles even when artifacts fail the parity gate (recorded in the manifest)")
     ap.add_argument("--no-latency", action="store_true", help="skip the host latency measurement")
-    ap.add_argument("--eval-images", type=int, default=64,
+    ap.add_argument("--eval-images", type=int, default=256,
                     help="Fashion-MNIST test images for parity (half as many, others, calibrate static int8)")
     args = ap.parse_args(argv)
     try:

@@ -75,8 +75,13 @@ def fashion_mnist_images(indices: list[int]) -> list[Image.Image]:
     return [test.image(i) for i in indices]
 
 
-def default_eval_set(labels: dict[str, list[str]] | None = None, n_calibration: int = 32, n_parity: int = 64) -> EvalSet:
-    """Fashion-MNIST test images (calibration: the first n, parity: from index 5000) and prompts."""
+def default_eval_set(labels: dict[str, list[str]] | None = None, n_calibration: int = 128,
+                     n_parity: int = 256) -> EvalSet:
+    """Fashion-MNIST test images (calibration: the first n, parity: from index 5000) and prompts.
+
+    256 parity images make 512 top-1 decisions: the int8 gate's 0.97 then sits ~2 standard errors below
+    a true 0.98 agreement. At 64 images (128 decisions) a stage-2 student whose int8 image tower agrees
+    on 97.9% of 512 images failed the gate at 96.1% (5 flips)."""
     labels = labels or {"en": list(FASHION_LABELS_EN), "zh": list(FASHION_LABELS_ZH)}
     calib = fashion_mnist_images(list(range(n_calibration)))
     parity = fashion_mnist_images(list(range(5000, 5000 + n_parity)))

@@ -230,3 +230,17 @@ def test_verify_coreml_checks_an_ios_bundle_here(bundles, capsys):
     out = capsys.readouterr().out
     assert "structure" in out or "min cosine" in out
     assert verify_main([str(bundles.bundles["ios"] / "nope")]) == 2
+
+
+def test_static_int8_keeps_the_image_stem_fp32_and_quantizes_the_rest():
+    from lowering.export import example_inputs, make_encoder
+    from lowering.quantize import quantize_encoder
+
+    cfg = load_preset("tiny")
+    model = DCCLIPStudent(cfg).eval()
+    example = example_inputs(cfg, "image")
+    q = quantize_encoder(make_encoder(model, "image"), "image", "int8", example, [example])
+    convs = [n for n in q.graph.nodes if n.target == torch.ops.aten.conv2d.default]
+    dequantized = ["dequantize" in str(n.args[1].target) for n in convs]  # the weight's producer
+    assert dequantized[0] is False, "the stem conv (reads the pixels) must keep fp32 weights"
+    assert all(dequantized[1:]) and len(convs) > 3
