@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from dcclip_mobile.assets import cache_dir
+from dcclip_mobile.atomic import atomic_write_text
 from dcclip_mobile.checkpoint import load_student
 from dcclip_mobile.teachers import build_teacher
 from dcclip_mobile.teachers.cache import cache_image_features
@@ -63,8 +64,8 @@ def run(args: argparse.Namespace) -> Path:
     stage = AlignStage(student, args.distill_weight, label_aware=not args.no_label_positives)
     ckpt = train(stage, data, collate_skipping_bad, tokenizer, cfg, args.out, resume=args.resume,
                  desc="stage 2 align", extra_state={"init": str(args.init), "images": images.dataset_id})
-    (Path(args.out) / "stage.json").write_text(json.dumps({"stage": "align", "init": str(args.init),
-                                                           "checkpoint": str(ckpt)}, indent=2) + "\n")
+    atomic_write_text(Path(args.out) / "stage.json", json.dumps(
+        {"stage": "align", "init": str(args.init), "checkpoint": str(ckpt)}, indent=2) + "\n")
     return ckpt
 
 

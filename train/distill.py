@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from dcclip_mobile.assets import cache_dir
+from dcclip_mobile.atomic import atomic_write_text
 from dcclip_mobile.config import load_preset
 from dcclip_mobile.data.labels import bilingual_corpus
 from dcclip_mobile.models import DCCLIPStudent
@@ -88,8 +89,8 @@ def run(args: argparse.Namespace) -> Path:
                       args.texts_per_image)
     ckpt = train(stage, data, torch.utils.data.default_collate, tokenizer, cfg, out, resume=args.resume,
                  desc="stage 1 distill", extra_state={"teacher": teacher.teacher_id, "images": images.dataset_id})
-    (out / "stage.json").write_text(json.dumps({"stage": "distill", "teacher": teacher.teacher_id,
-                                                "checkpoint": str(ckpt)}, indent=2) + "\n")
+    atomic_write_text(out / "stage.json", json.dumps(
+        {"stage": "distill", "teacher": teacher.teacher_id, "checkpoint": str(ckpt)}, indent=2) + "\n")
     return ckpt
 
 
