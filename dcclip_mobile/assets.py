@@ -73,9 +73,10 @@ def asset_dir(name: str) -> Path:
     return path
 
 
-def assets_present() -> bool:
+def assets_present(*names: str) -> bool:
+    """Whether the named assets (default: all of them) are in the cache."""
     try:
-        for name in ASSETS:
+        for name in names or ASSETS:
             asset_dir(name)
         return True
     except AssetMissingError:

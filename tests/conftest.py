@@ -1,5 +1,14 @@
-"""Shared fixtures: a tiny bilingual tokenizer and a tiny student, built once per session."""
+"""Shared fixtures: a tiny bilingual tokenizer and a tiny student, built once per session. And the one rule
+for tests that need something outside the repo (a registry asset, Debian's Fashion-MNIST, a JDK):
+
+    @pytest.mark.needs(present: bool, reason: str)
+
+skips with `reason` on a developer's machine that lacks it, and fails where CI=true (or
+DCCLIP_REQUIRE_ALL_TESTS=1): there setup.sh installs everything, so an absence is a broken setup that a skip
+would hide."""
 from __future__ import annotations
+
+import os
 
 import pytest
 import torch
@@ -58,3 +67,13 @@ def tiny_altclip_dir(tmp_path_factory, sample_texts):
     tok.save_pretrained(d)
     CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(d)
     return d
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    for mark in item.iter_markers("needs"):
+        present, reason = mark.args
+        if present:
+            continue
+        if os.environ.get("CI") == "true" or os.environ.get("DCCLIP_REQUIRE_ALL_TESTS") == "1":
+            pytest.fail(f"{reason} (required here: setup.sh provides it)")
+        pytest.skip(reason)

@@ -3,7 +3,7 @@
 android_demo/run_jvm_tests.sh exports a tiny bundle with `python -m lowering.export`, writes extra vectors
 with the project's tokenizer and preprocessing (android_demo/tools/make_golden.py), compiles
 android_demo/core with javac and runs its JUnit 4 tests. Needs a JDK 17 and Debian's junit4; without them
-the test is skipped (a failure instead where CI=true or DCCLIP_REQUIRE_JVM_TESTS=1).
+the tests are skipped (a failure instead where CI=true: see `needs` in conftest.py).
 """
 from __future__ import annotations
 
@@ -30,14 +30,12 @@ def _missing() -> str | None:
     return None
 
 
+MISSING = _missing()
+pytestmark = pytest.mark.needs(MISSING is None, f"the JVM tests cannot run: {MISSING}")
+
+
 @pytest.fixture(scope="module")
 def jvm_run() -> subprocess.CompletedProcess:
-    missing = _missing()
-    if missing:
-        # CI sets CI=true: there setup.sh installed the JDK and JUnit, so their absence is a failure
-        if os.environ.get("DCCLIP_REQUIRE_JVM_TESTS") == "1" or os.environ.get("CI") == "true":
-            pytest.fail(f"the JVM tests cannot run: {missing}")
-        pytest.skip(f"the JVM tests cannot run: {missing}")
     env = {k: v for k, v in os.environ.items() if k not in ("GOLDEN_BUNDLE", "REUSE_GOLDEN")}
     return subprocess.run(["bash", str(SCRIPT)], cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
 
@@ -55,7 +53,7 @@ def test_jvm_tests_pass(jvm_run):
 def test_java_benchmark_json_is_accepted_by_the_report(jvm_run):
     """The JSON the app's benchmark mode writes goes through lowering.report's own --device-json reader."""
     assert jvm_run.returncode == 0, (jvm_run.stdout + jvm_run.stderr)[-3000:]
-    report = pytest.importorskip("lowering.report")
+    from lowering import report
     sample = GOLDEN / "device_report_sample.json"
     entries = report.read_device_entries(str(sample))
     manifest = json.loads((Path((GOLDEN / "bundle_path.txt").read_text().strip()) / "manifest.json").read_text())

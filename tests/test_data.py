@@ -8,7 +8,8 @@ import torch
 from PIL import Image
 
 from dcclip_mobile.data.elevater import ElevaterFolder
-from dcclip_mobile.data.fashion_mnist import DEFAULT_DIR, FashionMNIST
+from dcclip_mobile.assets import assets_present
+from dcclip_mobile.data.fashion_mnist import FashionMNIST, fashion_mnist_present
 from dcclip_mobile.data.pairs import PairsFile
 from dcclip_mobile.data.preprocess import ImageLoadError, ImagePreprocess, load_image, preprocess_image
 
@@ -101,8 +102,8 @@ def test_elevater_layout(tmp_path):
         ElevaterFolder(tmp_path)
 
 
-@pytest.mark.skipif(not (DEFAULT_DIR / "t10k-images-idx3-ubyte.gz").is_file(),
-                    reason="Fashion-MNIST absent: apt-get install dataset-fashion-mnist (setup.sh does)")
+@pytest.mark.needs(fashion_mnist_present(),
+                   "Fashion-MNIST absent: apt-get install dataset-fashion-mnist (setup.sh does)")
 def test_fashion_mnist_stratified_subset():
     ds = FashionMNIST("test", limit=50, seed=1)
     assert len(ds) == 50 and np.bincount(ds.labels).tolist() == [5] * 10
@@ -155,17 +156,8 @@ def test_open_image_source_by_name(tmp_path):
         open_image_source("nowhere", "test")
 
 
-def _labels_present() -> bool:
-    from dcclip_mobile.assets import AssetMissingError, asset_dir
-    try:
-        asset_dir("bilingual-labels")
-        return True
-    except AssetMissingError:
-        return False
-
-
 @pytest.mark.offline_assets
-@pytest.mark.skipif(not _labels_present(), reason="bilingual labels absent: python -m dcclip_mobile.assets fetch")
+@pytest.mark.needs(assets_present("bilingual-labels"), "bilingual labels absent: python -m dcclip_mobile.assets fetch")
 def test_bilingual_labels_and_corpus():
     from dcclip_mobile.data.labels import bilingual_corpus, imagenet_classnames, templates
 

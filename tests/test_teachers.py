@@ -5,7 +5,7 @@ import torch
 from PIL import Image
 
 from dcclip_mobile.assets import assets_present
-from dcclip_mobile.data.fashion_mnist import DEFAULT_DIR
+from dcclip_mobile.data.fashion_mnist import fashion_mnist_present
 from dcclip_mobile.data.preprocess import preprocess_batch
 from dcclip_mobile.teachers import build_teacher
 from dcclip_mobile.teachers.cache import CacheMissingError, TeacherCache, cache_image_features
@@ -29,9 +29,9 @@ def test_unknown_teacher_names_the_accepted_ones():
 
 
 @pytest.mark.offline_assets
-@pytest.mark.skipif(not assets_present(), reason="offline teacher assets absent: python -m dcclip_mobile.assets fetch")
-@pytest.mark.skipif(not (DEFAULT_DIR / "t10k-images-idx3-ubyte.gz").is_file(),
-                    reason="Fashion-MNIST absent: apt-get install dataset-fashion-mnist")
+@pytest.mark.needs(assets_present(), "offline teacher assets absent: python -m dcclip_mobile.assets fetch")
+@pytest.mark.needs(fashion_mnist_present(),
+                   "Fashion-MNIST absent: apt-get install dataset-fashion-mnist (setup.sh does)")
 def test_offline_teacher_on_real_images():
     from dcclip_mobile.data.fashion_mnist import FashionMNIST
 

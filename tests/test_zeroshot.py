@@ -6,20 +6,12 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from dcclip_mobile.assets import AssetMissingError, asset_dir
+from dcclip_mobile.assets import assets_present
 from dcclip_mobile.data.elevater import ElevaterFolder
 from dcclip_mobile.data.preprocess import ImagePreprocess
 from dcclip_mobile.zeroshot import class_prototypes, evaluate_zero_shot, parse_langs, topk_accuracy
 
 COLORS = {"red": ((230, 20, 20), "红"), "green": ((20, 230, 20), "绿"), "blue": ((20, 20, 230), "蓝")}
-
-
-def _labels_asset_present() -> bool:
-    try:
-        asset_dir("bilingual-labels")
-        return True
-    except AssetMissingError:
-        return False
 
 
 @pytest.fixture()
@@ -84,8 +76,8 @@ def test_parse_langs_names_the_bad_one():
         parse_langs("en,fr")
 
 
-@pytest.mark.skipif(not _labels_asset_present(),
-                    reason="the 80 CLIP templates are an asset: python -m dcclip_mobile.assets fetch")
+@pytest.mark.needs(assets_present("bilingual-labels"),
+                   "the 80 CLIP templates are an asset: python -m dcclip_mobile.assets fetch")
 def test_evaluate_cli_on_a_teacher(tiny_altclip_dir, color_set, tmp_path, capsys):
     from train.evaluate import main
 

@@ -39,6 +39,7 @@ sys.path.insert(0, str(REPO))
 from dcclip_mobile import bundle_manifest as bm  # noqa: E402
 from dcclip_mobile.checkpoint import save_student  # noqa: E402
 from dcclip_mobile.config import load_preset  # noqa: E402
+from dcclip_mobile.data.fashion_mnist import fashion_mnist_present  # noqa: E402
 from dcclip_mobile.data.preprocess import ImagePreprocess, preprocess_image, to_rgb  # noqa: E402
 from dcclip_mobile.models import DCCLIPStudent  # noqa: E402
 from dcclip_mobile.tokenizer import BilingualTokenizer, normalize, train_tokenizer  # noqa: E402
@@ -104,12 +105,6 @@ def make_checkpoint(directory: Path) -> Path:
     with torch.no_grad():
         model.image(torch.rand(8, 3, cfg.image.image_size, cfg.image.image_size) * 4 - 2)
     return save_student(model.eval(), tok, directory / "checkpoint")
-
-
-def fashion_mnist_present() -> bool:
-    from dcclip_mobile.data.fashion_mnist import DEFAULT_DIR
-
-    return (DEFAULT_DIR / "t10k-images-idx3-ubyte.gz").is_file()
 
 
 def export_bundle(checkpoint: Path, out: Path, target: str = "android") -> Path:

@@ -19,6 +19,10 @@ class DatasetMissingError(FileNotFoundError):
     pass
 
 
+def fashion_mnist_present(split: str = "test", root: str | Path = DEFAULT_DIR) -> bool:
+    return all((Path(root) / f).is_file() for f in _FILES[split])
+
+
 def _read_idx(path: Path, magic: int, header: int) -> np.ndarray:
     data = gzip.open(path).read()
     if int.from_bytes(data[:4], "big") != magic:
@@ -35,7 +39,7 @@ class FashionMNIST:
             raise ValueError(f"Fashion-MNIST split {split!r}; accepted: {', '.join(_FILES)}")
         root = Path(root)
         files = [root / f for f in _FILES[split]]
-        if not all(f.is_file() for f in files):
+        if not fashion_mnist_present(split, root):
             raise DatasetMissingError(
                 f"Fashion-MNIST is not in {str(root)!r}; install it with `apt-get install dataset-fashion-mnist` "
                 "(or set FASHION_MNIST_DIR to a folder holding the four .gz files)")
