@@ -108,8 +108,17 @@ def runner_for(bundle: Path, artifact: dict) -> Runner | None:
     return None
 
 
+def default_templates(n: int | None = None) -> dict[str, list[str]]:
+    """{lang: templates}: the first n of the 80 CLIP templates per language, as train.evaluate uses; without
+    the labels asset, the one template the bundles' parity prompts use."""
+    if assets_present("bilingual-labels"):
+        return {lang: label_templates(lang)[:n] for lang in ("en", "zh")}
+    from .inputs import TEMPLATES
+    return {lang: [t.replace("{}", "{c}")] for lang, t in TEMPLATES.items()}
+
+
 def build_report(bundle: str | Path, images: str = "fashion-mnist", limit: int = 500, runs: int = 50,
-                 threads: int = 2, checkpoint: str | None = None, templates: list[str] | None = None,
+                 threads: int = 2, checkpoint: str | None = None, templates: dict[str, list[str]] | None = None,
                  device_json: str | None = None) -> dict:
     bundle = Path(bundle)
     manifest = bm.load_manifest(bundle)
@@ -120,10 +129,7 @@ def build_report(bundle: str | Path, images: str = "fashion-mnist", limit: int =
     torch.set_num_threads(threads)
     tokenizer = BilingualTokenizer.load(bundle)
     pixels, labels, classnames, dataset_id = load_eval(images, limit, manifest["image"]["preprocess"])
-    if templates is None:  # the 80 CLIP templates per language, as train.evaluate uses; one without assets
-        from .inputs import TEMPLATES
-        templates = ({lang: label_templates(lang) for lang in ("en", "zh")} if assets_present()
-                     else {lang: [t.replace("{}", "{c}")] for lang, t in TEMPLATES.items()})
+    templates = templates or default_templates()
 
     def accuracy(image_run: Runner, text_run: Runner, id_dtype: torch.dtype) -> dict:
         emb = embed_images(image_run, pixels)
@@ -268,13 +274,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", help="output directory (default: BUNDLE/../report-<target>)")
     args = ap.parse_args(argv)
     try:
-        templates = None
-        if args.templates:
-            from .inputs import TEMPLATES
-            templates = ({lang: label_templates(lang)[:args.templates] for lang in ("en", "zh")} if assets_present()
-                         else {lang: [t.replace("{}", "{c}")] for lang, t in TEMPLATES.items()})
         report = build_report(args.bundle, args.images, args.limit, args.runs, args.threads, args.checkpoint,
-                              templates=templates, device_json=args.device_json)
+                              templates=default_templates(args.templates), device_json=args.device_json)
     except (ReportError, bm.BundleError, ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
