@@ -15,11 +15,10 @@ from pathlib import Path
 
 import torch
 
-from dcclip_mobile.assets import cache_dir
 from dcclip_mobile.atomic import atomic_write_text
 from dcclip_mobile.checkpoint import load_student
 from dcclip_mobile.teachers import build_teacher
-from dcclip_mobile.teachers.cache import cache_image_features
+from dcclip_mobile.teachers.cache import cache_image_features, teacher_cache_dir
 
 from .cli import add_train_args, run_main, train_config_from_args
 from .datasets import AlignSet, collate_skipping_bad
@@ -57,7 +56,7 @@ def run(args: argparse.Namespace) -> Path:
     teacher_emb = None
     if args.distill_weight > 0:
         teacher = build_teacher(args.teacher)
-        cache = Path(args.cache) if args.cache else cache_dir() / "teacher_features"
+        cache = teacher_cache_dir(args.cache)
         teacher_emb = cache_image_features(teacher, images.image, len(images), images.dataset_id, cache)["embedding"]
     data = AlignSet(images, student_preprocess(student.cfg), tokenizer, labels=labels,
                     classnames=getattr(images, "classes", None), teacher_embeddings=teacher_emb)

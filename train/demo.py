@@ -24,6 +24,7 @@ from dcclip_mobile.atomic import atomic_write_text
 from dcclip_mobile.checkpoint import load_student
 from dcclip_mobile.data.fashion_mnist import FashionMNIST
 from dcclip_mobile.teachers import build_teacher
+from dcclip_mobile.teachers.cache import teacher_cache_dir
 
 from . import align, distill
 from .cli import run_main
@@ -69,7 +70,7 @@ def run(args: argparse.Namespace) -> dict:
 
     test = FashionMNIST("test", limit=args.test_images, seed=args.seed)
     teacher = build_teacher("offline")
-    cache = assets.cache_dir() / "teacher_features"
+    cache = teacher_cache_dir()
     t = time.perf_counter()
     teacher_acc, teacher_test_emb = evaluate_teacher(teacher, test, cache)
     summary["teacher"] = {"id": teacher.teacher_id, "zero_shot": teacher_acc, "wall_s": time.perf_counter() - t}

@@ -15,13 +15,12 @@ from pathlib import Path
 
 import torch
 
-from dcclip_mobile.assets import cache_dir
 from dcclip_mobile.atomic import atomic_write_text
 from dcclip_mobile.config import load_preset
 from dcclip_mobile.data.labels import bilingual_corpus
 from dcclip_mobile.models import DCCLIPStudent
 from dcclip_mobile.teachers import build_teacher
-from dcclip_mobile.teachers.cache import cache_image_features, cache_text_features
+from dcclip_mobile.teachers.cache import cache_image_features, cache_text_features, teacher_cache_dir
 from dcclip_mobile.tokenizer import BilingualTokenizer, train_tokenizer
 
 from .cli import add_train_args, run_main, train_config_from_args
@@ -57,7 +56,7 @@ def run(args: argparse.Namespace) -> Path:
     if args.threads:
         torch.set_num_threads(args.threads)
     out = Path(args.out)
-    cache = Path(args.cache) if args.cache else cache_dir() / "teacher_features"
+    cache = teacher_cache_dir(args.cache)
     teacher = build_teacher(args.teacher)
     images = image_source(args, split="train")
     corpus = [t for t, _ in bilingual_corpus(args.corpus_size, seed=args.seed)] if args.corpus_size > 0 else []

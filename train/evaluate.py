@@ -18,12 +18,11 @@ from pathlib import Path
 
 import torch
 
-from dcclip_mobile.assets import cache_dir
 from dcclip_mobile.checkpoint import load_student
 from dcclip_mobile.data.labels import LANGS
 from dcclip_mobile.data.preprocess import preprocess_batch
 from dcclip_mobile.teachers import TEACHER_SPECS, build_teacher
-from dcclip_mobile.teachers.cache import cache_image_features
+from dcclip_mobile.teachers.cache import cache_image_features, teacher_cache_dir
 from dcclip_mobile.zeroshot import evaluate_zero_shot, student_image_embeddings, student_text_encoder
 
 from .sources import add_image_source_args, image_source, student_preprocess
@@ -81,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
             model, tokenizer = load_student(args.checkpoint)
             result = evaluate_student(model, tokenizer, source, args.templates, args.langs)
         else:
-            cache = Path(args.cache) if args.cache else cache_dir() / "teacher_features"
+            cache = teacher_cache_dir(args.cache)
             teacher = build_teacher(args.teacher)
             result, _ = evaluate_teacher(teacher, source, cache, args.templates, args.langs, args.batch_size)
             result["teacher_id"] = teacher.teacher_id

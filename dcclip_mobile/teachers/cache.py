@@ -17,10 +17,16 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
+from ..assets import cache_dir
 from ..atomic import atomic_write_text
 from .base import Teacher
 
 CACHE_FORMAT_VERSION = 1
+
+
+def teacher_cache_dir(override: str | Path | None = None) -> Path:
+    """Where teacher features live: `override` (a --cache option) or <DCCLIP_CACHE>/teacher_features."""
+    return Path(override) if override else cache_dir() / "teacher_features"
 
 
 class CacheMissingError(FileNotFoundError):
