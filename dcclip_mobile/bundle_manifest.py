@@ -42,8 +42,9 @@ golden.json (format_version 1):
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
+
+from .versioned_json import read_versioned_json
 
 BUNDLE_FORMAT_VERSION = 1
 MANIFEST_FILE = "manifest.json"
@@ -84,13 +85,7 @@ def load_manifest(bundle: str | Path) -> dict:
     if not path.is_file():
         raise BundleError(f"{str(path)!r} does not exist; a bundle is a directory written by "
                           "`python -m lowering.export` (e.g. OUT/android)")
-    try:
-        manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise BundleError(f"{str(path)!r} is not valid JSON: {e}") from None
-    if manifest.get("format_version") != BUNDLE_FORMAT_VERSION:
-        raise BundleError(f"{str(path)!r} has format_version {manifest.get('format_version')!r}; "
-                          f"this dcclip-mobile reads {BUNDLE_FORMAT_VERSION}. Re-export the bundle.")
+    manifest = read_versioned_json(path, BUNDLE_FORMAT_VERSION, BundleError, ". Re-export the bundle.")
     missing = [k for k in REQUIRED_KEYS if k not in manifest]
     if missing:
         raise BundleError(f"{str(path)!r} lacks {', '.join(missing)}")
@@ -142,7 +137,4 @@ def load_golden(bundle: str | Path) -> dict:
     path = Path(bundle) / GOLDEN_FILE
     if not path.is_file():
         raise BundleError(f"{str(path)!r} does not exist")
-    golden = json.loads(path.read_text())
-    if golden.get("format_version") != GOLDEN_FORMAT_VERSION:
-        raise BundleError(f"{str(path)!r} has format_version {golden.get('format_version')!r}; expected {GOLDEN_FORMAT_VERSION}")
-    return golden
+    return read_versioned_json(path, GOLDEN_FORMAT_VERSION, BundleError, ". Re-export the bundle.")

@@ -23,6 +23,7 @@ import sentencepiece as spm
 import torch
 
 from .atomic import atomic_write_bytes
+from .versioned_json import read_versioned_json
 
 TOKENIZER_FORMAT_VERSION = 1
 MODEL_FILE = "tokenizer.model"
@@ -131,13 +132,7 @@ class BilingualTokenizer:
             if not f.is_file():
                 raise TokenizerError(f"tokenizer file {str(f)!r} is missing; a tokenizer directory holds "
                                      f"{MODEL_FILE} and {JSON_FILE} (write them with BilingualTokenizer.save)")
-        try:
-            info = json.loads(meta.read_text())
-        except json.JSONDecodeError as e:
-            raise TokenizerError(f"{str(meta)!r} is not valid JSON: {e}") from None
-        if info.get("format_version") != TOKENIZER_FORMAT_VERSION:
-            raise TokenizerError(f"{str(meta)!r} has format_version {info.get('format_version')!r}; "
-                                 f"this dcclip-mobile reads {TOKENIZER_FORMAT_VERSION}")
+        info = read_versioned_json(meta, TOKENIZER_FORMAT_VERSION, TokenizerError)
         if info.get("normalization") != NORMALIZATION:
             raise TokenizerError(f"{str(meta)!r} states normalization {info.get('normalization')!r}; "
                                  f"this dcclip-mobile implements {NORMALIZATION}")
