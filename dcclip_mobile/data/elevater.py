@@ -13,17 +13,26 @@ from PIL import Image
 from .preprocess import load_image
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+LABEL_FILES = {"en": "label.txt", "zh": "label_cn.txt"}
+LAYOUT = "label.txt, label_cn.txt and <split>/<class id>/<images>"
+
+
+def missing_layout_parts(root: str | Path, split: str = "test") -> list[str]:
+    """Which of label.txt, label_cn.txt and <split>/ `root` lacks ([] = it is laid out as an ELEVATER set).
+    Only looks at names, so a suite can sort its folders without listing every image."""
+    root = Path(root)
+    missing = [f for f in LABEL_FILES.values() if not (root / f).is_file()]
+    return missing + ([f"{split}/"] if not (root / split).is_dir() else [])
 
 
 class ElevaterFolder:
     def __init__(self, root: str | Path, split: str = "test"):
         root = Path(root)
         names = {}
-        for lang, f in (("en", "label.txt"), ("zh", "label_cn.txt")):
+        for lang, f in LABEL_FILES.items():
             p = root / f
             if not p.is_file():
-                raise FileNotFoundError(f"ELEVATER folder {str(root)!r} has no {f}; the layout is label.txt, "
-                                        "label_cn.txt and <split>/<class id>/<images>")
+                raise FileNotFoundError(f"ELEVATER folder {str(root)!r} has no {f}; the layout is {LAYOUT}")
             names[lang] = [line.strip() for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
         if len(names["en"]) != len(names["zh"]):
             raise ValueError(f"{str(root)!r}: label.txt has {len(names['en'])} classes, label_cn.txt {len(names['zh'])}")
