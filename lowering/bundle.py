@@ -16,9 +16,12 @@ from dcclip_mobile.models import DCCLIPStudent
 from dcclip_mobile.tokenizer import NORMALIZATION, BilingualTokenizer
 
 from .encoders import TensorSpec, input_specs, output_spec
-from .inputs import TEMPLATES, EvalSet, image_preprocess_description, preprocess
+from .inputs import EvalSet, image_preprocess_description, preprocess
+from .scoring import LANGS, prototypes
 
 N_GOLDEN_IMAGES = 3
+# 2: templates became {lang: [template with "{c}", ..]} (was {lang: "one template with {}"})
+CLASS_EMBEDDINGS_FORMAT_VERSION = 2
 
 
 def _floats(t: torch.Tensor, digits: int = 7) -> list[float]:
@@ -38,8 +41,8 @@ def tensor_checksum(x: torch.Tensor) -> dict:
 def write_golden(directory: Path, model: DCCLIPStudent, tokenizer: BilingualTokenizer, eval_set: EvalSet) -> None:
     """golden.json + golden/<i>.png: the apps' tests check tokenizer, preprocessing and encoders on these."""
     cfg = model.cfg
-    texts = [("en", eval_set.class_texts()["en"][0]), ("zh", eval_set.class_texts()["zh"][0])] + \
-        [t for t in eval_set.extra_texts[:4]]
+    groups = eval_set.decision_groups()  # a class prompt per language, or a caption where there are no labels
+    texts = [(lang, groups[lang][0][0]) for lang in LANGS if lang in groups] + list(eval_set.extra_texts[:4])
     golden_texts = []
     for lang, text in texts:
         enc = tokenizer([text])
@@ -61,17 +64,34 @@ def write_golden(directory: Path, model: DCCLIPStudent, tokenizer: BilingualToke
 
 
 @torch.no_grad()
+def class_embeddings(model: DCCLIPStudent, tokenizer: BilingualTokenizer, eval_set: EvalSet, lang: str) -> torch.Tensor:
+    """[C, D]: the label set's prototypes by the bundle's one scoring rule (lowering.scoring) in its templates."""
+    enc = tokenizer(eval_set.class_prompts(lang))
+    return prototypes(model.encode_text(enc["input_ids"], enc["attention_mask"]), len(eval_set.templates[lang]))
+
+
+@torch.no_grad()
 def write_class_embeddings(directory: Path, model: DCCLIPStudent, tokenizer: BilingualTokenizer,
-                           eval_set: EvalSet) -> dict:
-    """Unit-length text embeddings of the label set's prompts, both languages; the manifest's entry."""
-    out = {"format_version": 1, "templates": dict(TEMPLATES), "labels_en": eval_set.labels["en"],
-           "labels_zh": eval_set.labels["zh"]}
-    for lang, texts in eval_set.class_texts().items():
-        enc = tokenizer(texts)
-        out[f"embeddings_{lang}"] = [_floats(e) for e in model.encode_text(enc["input_ids"], enc["attention_mask"])]
+                           eval_set: EvalSet) -> dict | None:
+    """Unit-length class prototypes of the label set, both languages, and the templates they were built with
+    (which the report and the apps score with); the manifest's entry. None without a label set."""
+    if not eval_set.labels:
+        return None
+    templates = {lang: list(eval_set.templates[lang]) for lang in LANGS}
+    out = {"format_version": CLASS_EMBEDDINGS_FORMAT_VERSION, "templates": templates,
+           "labels_en": eval_set.labels["en"], "labels_zh": eval_set.labels["zh"]}
+    for lang in LANGS:
+        out[f"embeddings_{lang}"] = [_floats(e) for e in class_embeddings(model, tokenizer, eval_set, lang)]
     (directory / bm.CLASS_EMBEDDINGS_FILE).write_text(json.dumps(out, ensure_ascii=False) + "\n")
     return {"file": bm.CLASS_EMBEDDINGS_FILE, "labels_en": eval_set.labels["en"], "labels_zh": eval_set.labels["zh"],
-            "templates": dict(TEMPLATES)}
+            "templates": templates}
+
+
+def calibration_entry(eval_set: EvalSet) -> dict:
+    """Where the int8 calibration and parity-gate inputs came from: the manifest's "calibration"."""
+    return {**eval_set.provenance, "images": len(eval_set.calibration_images),
+            "parity_images": len(eval_set.parity_images),
+            "texts": len(eval_set.calibration_texts or eval_set.parity_texts())}
 
 
 def _specs(specs: list[TensorSpec]) -> list[dict]:

@@ -2,15 +2,21 @@
 
     python -m lowering.export --target android|ios|torchscript|all [--checkpoint DIR]
         [--precision P[,P...]|all] [--labels FILE --labels-zh FILE] [--out DIR]
-        [--allow-parity-failure] [--no-latency] [--eval-images N]
+        [--images SOURCE [--split S]] [--allow-parity-failure] [--no-latency] [--eval-images N]
 
 Precisions: android fp32, int8 (default), int8-dynamic, 8da4w; ios fp16 (default), int8, palettize4
 (each also ships an ExecuTorch .pte with the Core ML delegate, fp16); torchscript fp32.
 With --target all, --precision applies where a target accepts it (`all` means every one).
 
+--images SOURCE (what the training runners' --images accepts: 'fashion-mnist', an ELEVATER folder, a pairs
+file) chooses the int8 calibration and parity-gate images, and the label set where SOURCE has one (--labels
+overrides it); a pairs file without --labels ships no class embeddings. The manifest's "calibration" says
+which source was used. Without --images: Fashion-MNIST's test split, as always.
+
 Library use (what tests, the report and the demo call):
     from lowering.export import export_bundles
     result = export_bundles(model, tokenizer, ["android"], out_dir, precisions={"android": ["int8"]})
+    result = export_bundles(..., images=ElevaterFolder("data/cifar-10"))   # calibrate on your own images
     result.manifests["android"]  -> the manifest dict (schema: dcclip_mobile/bundle_manifest.py)
 """
 from __future__ import annotations
@@ -28,6 +34,7 @@ import torch
 from dcclip_mobile import bundle_manifest as bm
 from dcclip_mobile.atomic import atomic_directory
 from dcclip_mobile.checkpoint import CHECKPOINT_FILES, CheckpointError, load_student
+from dcclip_mobile.data.sources import IMAGE_SOURCES, open_image_source
 from dcclip_mobile.models import DCCLIPStudent
 from dcclip_mobile.tokenizer import BilingualTokenizer
 
@@ -36,9 +43,11 @@ from .coreml_backend import (COREML_PRECISIONS, check_coreml_structure, convert_
                              describe_precision)
 from .encoders import TOWERS, example_inputs, input_specs, make_encoder, output_spec
 from .executorch_backend import PteRunner, lower_to_pte
-from .inputs import EvalSet, InputsError, default_eval_set, image_inputs, read_labels, text_inputs
+from .inputs import (EvalSet, InputsError, default_eval_set, eval_set_from_source, image_inputs, read_labels,
+                     text_inputs)
 from .parity import THRESHOLDS, Parity, measure, structure_gate, top1_agreement
 from .quantize import XNNPACK_PRECISIONS, QuantizationError, describe_recipe, quantize_encoder, recipe_for
+from .scoring import prototypes
 from .torchscript_backend import TorchScriptRunner, trace_encoder
 
 TARGETS = ("android", "ios", "torchscript")
@@ -112,14 +121,23 @@ class References:
     text_languages: list[str]
     image: torch.Tensor  # [N,D]
     text: torch.Tensor  # [T,D]
-    class_slices: dict[str, slice]  # where each language's class prompts sit in `text`
+    # per language: where its decision prompts sit in `text` (group-major), and the prompts per group
+    decisions: dict[str, tuple[slice, int]]
+
+
+def _decision_slices(eval_set: EvalSet) -> dict[str, tuple[slice, int]]:
+    """parity_texts() starts with the decision groups, language after language: their rows in `text`."""
+    out, start = {}, 0
+    for lang, groups in eval_set.decision_groups().items():
+        n = sum(len(g) for g in groups)
+        out[lang], start = (slice(start, start + n), len(groups[0])), start + n
+    return out
 
 
 @torch.no_grad()
 def make_references(model: DCCLIPStudent, tokenizer: BilingualTokenizer, eval_set: EvalSet) -> References:
     cfg = model.cfg
     parity_texts = eval_set.parity_texts()
-    k = len(eval_set.labels["en"])
     imgs = image_inputs(eval_set.parity_images, cfg)
     txts = text_inputs([t for _, t in parity_texts], tokenizer)
     calib_texts = eval_set.calibration_texts or parity_texts
@@ -129,17 +147,19 @@ def make_references(model: DCCLIPStudent, tokenizer: BilingualTokenizer, eval_se
         text_inputs=txts, text_calibration=text_inputs([t for _, t in calib_texts], tokenizer),
         text_languages=[lang for lang, _ in parity_texts],
         image=torch.cat([image_enc(*a) for a in imgs]), text=torch.cat([text_enc(*a) for a in txts]),
-        class_slices={"en": slice(0, k), "zh": slice(k, 2 * k)})
+        decisions=_decision_slices(eval_set))
 
 
 def artifact_parity(tower: str, got: torch.Tensor, refs: References, quantized: bool) -> Parity:
-    """Cosine figures and zero-shot top-1 agreement (English and Chinese class sets pooled)."""
+    """Cosine figures and zero-shot top-1 agreement (English and Chinese class sets pooled), classes
+    built by the bundle's scoring rule (the mean over a class's templates)."""
     agree, n = 0.0, 0
-    for sl in refs.class_slices.values():
+    for sl, k in refs.decisions.values():
+        classes = prototypes(refs.text[sl], k)
         if tower == "image":
-            a, m = top1_agreement(refs.image, got, refs.text[sl], refs.text[sl])
+            a, m = top1_agreement(refs.image, got, classes, classes)
         else:
-            a, m = top1_agreement(refs.image, refs.image, refs.text[sl], got[sl])
+            a, m = top1_agreement(refs.image, refs.image, classes, prototypes(got[sl], k))
         agree, n = agree + a * m, n + m
     reference = refs.image if tower == "image" else refs.text
     return measure(reference, got, quantized, (agree / n, n) if n else None)
@@ -315,9 +335,12 @@ def _checkpoint_hashes(checkpoint: str | Path | None) -> dict[str, str]:
 def export_bundles(model: DCCLIPStudent, tokenizer: BilingualTokenizer, targets: list[str], out: str | Path,
                    precisions: dict[str, list[str]] | None = None, eval_set: EvalSet | None = None,
                    allow_parity_failure: bool = False, checkpoint: str | Path | None = None,
-                   measure_latency: bool = True, log=print) -> ExportResult:
+                   measure_latency: bool = True, log=print, images=None) -> ExportResult:
     """Write OUT/<target>/ for each target, atomically and all together: if any artifact fails the gate
-    (and allow_parity_failure is False), ParityGateError is raised and no bundle is written or replaced."""
+    (and allow_parity_failure is False), ParityGateError is raised and no bundle is written or replaced.
+
+    Calibration and parity inputs: `eval_set`, or `images` (an image source object: FashionMNIST,
+    ElevaterFolder, PairsFile; see inputs.eval_set_from_source), or by default Fashion-MNIST's test split."""
     t_start = time.perf_counter()
     for t in targets:
         resolve_targets(t)
@@ -326,7 +349,9 @@ def export_bundles(model: DCCLIPStudent, tokenizer: BilingualTokenizer, targets:
         for p in precisions.get(t) or [DEFAULT_PRECISION[t]]:
             if p not in PRECISIONS[t]:
                 raise ExportError(f"unknown precision {p!r} for target {t!r}; accepted: {', '.join(PRECISIONS[t])}")
-    eval_set = eval_set or default_eval_set()
+    if eval_set is not None and images is not None:
+        raise ExportError("give export_bundles an eval_set or an image source (images=), not both")
+    eval_set = eval_set or (eval_set_from_source(images) if images is not None else default_eval_set())
     model = model.eval()
     out = Path(out)
     if measure_latency:
@@ -348,6 +373,7 @@ def export_bundles(model: DCCLIPStudent, tokenizer: BilingualTokenizer, targets:
             tokenizer.save(directory)
             bundle_parts.write_golden(directory, model, tokenizer, eval_set)
             manifest["class_embeddings"] = bundle_parts.write_class_embeddings(directory, model, tokenizer, eval_set)
+            manifest["calibration"] = bundle_parts.calibration_entry(eval_set)
             mine = [f"{target}/{a['file']}: {'; '.join(a['parity']['failures'])}"
                     for a in artifacts if not a["parity"]["passed"]]
             failures += mine
@@ -368,6 +394,14 @@ def export_bundles(model: DCCLIPStudent, tokenizer: BilingualTokenizer, targets:
 
 # --- command line -----------------------------------------------------------------------------
 
+def open_source(spec: str, split: str):
+    """--images SOURCE opened as the training runners open it; every way it can be wrong is an InputsError."""
+    try:
+        return open_image_source(spec, split)
+    except (ValueError, OSError) as e:  # unknown name, missing folder/labels/split, bad pairs file, no dataset
+        raise InputsError(f"--images {spec!r}: {e}") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m lowering.export", description=__doc__.split("\n\n")[0])
     ap.add_argument("--target", required=True, help=f"{', '.join(TARGETS)} or all")
@@ -380,20 +414,28 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--allow-parity-failure", action="store_true",
                     help="write bundles even when artifacts fail the parity gate (recorded in the manifest)")
     ap.add_argument("--no-latency", action="store_true", help="skip the host latency measurement")
+    ap.add_argument("--images", default=None,
+                    help=f"calibration and parity images: {IMAGE_SOURCES} (default: Fashion-MNIST's test split)")
+    ap.add_argument("--split", default="test", help="the split of an ELEVATER folder or Fashion-MNIST --images uses")
     ap.add_argument("--eval-images", type=int, default=256,
-                    help="Fashion-MNIST test images for parity (half as many, others, calibrate static int8)")
+                    help="images for parity (half as many, others, calibrate static int8)")
     args = ap.parse_args(argv)
     try:
         targets = resolve_targets(args.target)
         precisions = resolve_precisions(targets, args.precision)
-        labels = read_labels(args.labels, args.labels_zh)
+        # None: the source's own label set (--images), else Fashion-MNIST's (the default images)
+        given = args.labels is not None or args.labels_zh is not None
+        labels = read_labels(args.labels, args.labels_zh) if given else None
+        if args.eval_images < 2:
+            raise ExportError(f"--eval-images must be >= 2, got {args.eval_images}")
+        source = open_source(args.images, args.split) if args.images is not None else None
         if not Path(args.checkpoint).is_dir() and args.checkpoint == DEFAULT_CHECKPOINT:
             raise CheckpointError(f"no checkpoint at the default {DEFAULT_CHECKPOINT!r}: run `python -m train.demo` "
                                   "to make one, or pass --checkpoint DIR (a directory written by save_student)")
         model, tokenizer = load_student(args.checkpoint)
-        if args.eval_images < 2:
-            raise ExportError(f"--eval-images must be >= 2, got {args.eval_images}")
-        eval_set = default_eval_set(labels, n_calibration=max(1, args.eval_images // 2), n_parity=args.eval_images)
+        n_cal, n_par = max(1, args.eval_images // 2), args.eval_images
+        eval_set = (default_eval_set(labels, n_calibration=n_cal, n_parity=n_par) if source is None else
+                    eval_set_from_source(source, labels, n_calibration=n_cal, n_parity=n_par, name=args.images))
         result = export_bundles(model, tokenizer, targets, args.out, precisions, eval_set,
                                 allow_parity_failure=args.allow_parity_failure, checkpoint=args.checkpoint,
                                 measure_latency=not args.no_latency)

@@ -1,10 +1,13 @@
 """Real inputs for calibration and parity: eval images, English and Chinese texts, a label set.
 
 Calibration and parity use disjoint images and differently worded prompts, so the gate does not
-measure a quantizer on the very inputs it was calibrated on.
+measure a quantizer on the very inputs it was calibrated on. The images come from Fashion-MNIST's test
+split by default (`default_eval_set`) or from any image source the training runners' --images accepts
+(`eval_set_from_source`: Fashion-MNIST, an ELEVATER folder, a pairs file).
 """
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,39 +16,66 @@ from PIL import Image
 
 from dcclip_mobile.config import StudentConfig
 from dcclip_mobile.data.fashion_mnist import CLASSES_EN, CLASSES_ZH, DatasetMissingError, FashionMNIST
-from dcclip_mobile.data.preprocess import ImagePreprocess, preprocess_image
+from dcclip_mobile.data.preprocess import ImageLoadError, ImagePreprocess, preprocess_image
 from dcclip_mobile.tokenizer import BilingualTokenizer
 
+from .scoring import BUNDLE_TEMPLATES, LANGS, check_templates, fill, prompts
+
 FASHION_LABELS_EN, FASHION_LABELS_ZH = list(CLASSES_EN), list(CLASSES_ZH)
-TEMPLATES = {"en": "a photo of a {}.", "zh": "一张{}的照片。"}
-CALIBRATION_TEMPLATES = {"en": ["a blurry photo of a {}.", "a close-up photo of the {}.", "a {} on a white background."],
-                         "zh": ["一张模糊的{}的照片。", "{}的特写照片。", "白色背景上的{}。"]}
+TEMPLATES = BUNDLE_TEMPLATES  # what a bundle's class embeddings are built with unless an EvalSet says otherwise
+CALIBRATION_TEMPLATES = {"en": ["a blurry photo of a {c}.", "a close-up photo of the {c}.", "a {c} on a white background."],
+                         "zh": ["一张模糊的{c}的照片。", "{c}的特写照片。", "白色背景上的{c}。"]}
 EXTRA_TEXTS = [("en", "a person walking a dog in the park"), ("zh", "公园里遛狗的人"),
                ("en", "two cats sleeping on a sofa"), ("zh", "沙发上睡觉的两只猫"),
                ("en", "mixed 中英文 caption"), ("zh", "一辆红色的汽车停在路边。")]
 
 
 class InputsError(ValueError):
-    """Calibration or parity inputs cannot be made (missing data, bad label files)."""
+    """Calibration or parity inputs cannot be made (missing data, bad label files, a bad image source)."""
 
 
 @dataclass
 class EvalSet:
-    """Raw images and texts; `tensors()` turns them into model inputs for one student."""
+    """Raw images and texts; image_inputs() and text_inputs() turn them into one student's inputs.
+
+    labels None (a pairs file without --labels): no class embeddings ship, and the parity images' own
+    captions are what zero-shot top-1 agreement decides among."""
 
     calibration_images: list[Image.Image]
     parity_images: list[Image.Image]
-    labels: dict[str, list[str]]  # {"en": [...], "zh": [...]}, same classes in the same order
+    labels: dict[str, list[str]] | None  # {"en": [...], "zh": [...]}, same classes in the same order
     calibration_texts: list[tuple[str, str]] = field(default_factory=list)  # (language, text)
     extra_texts: list[tuple[str, str]] = field(default_factory=lambda: list(EXTRA_TEXTS))
+    templates: dict[str, list[str]] = field(default_factory=lambda: {k: list(v) for k, v in TEMPLATES.items()})
+    captions: list[tuple[str, str]] = field(default_factory=list)  # (language, caption) of parity images
+    provenance: dict = field(default_factory=dict)  # where the images came from: the manifest's "calibration"
 
-    def class_texts(self) -> dict[str, list[str]]:
-        return {lang: [TEMPLATES[lang].format(label) for label in self.labels[lang]] for lang in ("en", "zh")}
+    def __post_init__(self):
+        self.templates = check_templates(self.templates, "EvalSet.templates")
+        # the same keys whoever built the set, so a manifest reader need not guess
+        self.provenance = {"source": "in-memory images", "kind": "in-memory", "dataset_id": None,
+                           "selection": "given by the caller", "labels_from": "given" if self.labels else None,
+                           "texts_from": "given" if self.calibration_texts else "parity texts", "skipped": 0,
+                           **self.provenance}
+
+    def class_prompts(self, lang: str) -> list[str]:
+        """Class-major prompts of the label set in this set's templates (scoring.prototypes' order)."""
+        return prompts(self.labels[lang], self.templates[lang]) if self.labels else []
+
+    def decision_groups(self) -> dict[str, list[list[str]]]:
+        """Per language, what zero-shot top-1 agreement decides among: each class's prompts (one per
+        template), or without labels each parity caption on its own (languages with fewer than 2 left out)."""
+        if self.labels:
+            return {lang: [[fill(t, name) for t in self.templates[lang]] for name in self.labels[lang]] for lang in LANGS}
+        groups = {lang: [[text] for lg, text in self.captions if lg == lang] for lang in LANGS}
+        return {lang: g for lang, g in groups.items() if len(g) >= 2}
 
     def parity_texts(self) -> list[tuple[str, str]]:
-        """(language, text): the class prompts of both languages first, then free captions."""
-        ct = self.class_texts()
-        return [("en", t) for t in ct["en"]] + [("zh", t) for t in ct["zh"]] + list(self.extra_texts)
+        """(language, text): the decision groups, English then Chinese, then captions, then free texts."""
+        out = [(lang, t) for lang, groups in self.decision_groups().items() for g in groups for t in g]
+        if self.labels:
+            out += list(self.captions)
+        return out + list(self.extra_texts)
 
 
 def read_labels(path_en: str | Path | None, path_zh: str | Path | None) -> dict[str, list[str]]:
@@ -66,13 +96,25 @@ def read_labels(path_en: str | Path | None, path_zh: str | Path | None) -> dict[
     return out
 
 
+def _fashion_mnist_test() -> FashionMNIST:
+    try:
+        return FashionMNIST("test")
+    except DatasetMissingError as e:
+        raise InputsError(f"{e}; or pass --images SOURCE (export_bundles(images=...)) or an EvalSet") from None
+
+
 def fashion_mnist_images(indices: list[int]) -> list[Image.Image]:
     """Fashion-MNIST test images as RGB PIL images (Debian's dataset-fashion-mnist)."""
-    try:
-        test = FashionMNIST("test")
-    except DatasetMissingError as e:
-        raise InputsError(f"{e}; or pass eval images to export_bundle()") from None
+    test = _fashion_mnist_test()
     return [test.image(i) for i in indices]
+
+
+def calibration_texts(labels: dict[str, list[str]], n: int) -> list[tuple[str, str]]:
+    """The label set in other wordings than the class prompts; interleaved (English, Chinese, next label, ...),
+    so any prefix calibrates on both languages."""
+    return [(lang, fill(CALIBRATION_TEMPLATES[lang][j], labels[lang][i]))
+            for j in range(len(CALIBRATION_TEMPLATES["en"])) for i in range(len(labels["en"]))
+            for lang in LANGS][:max(2, n)]
 
 
 def default_eval_set(labels: dict[str, list[str]] | None = None, n_calibration: int = 128,
@@ -82,14 +124,107 @@ def default_eval_set(labels: dict[str, list[str]] | None = None, n_calibration: 
     256 parity images make 512 top-1 decisions: the int8 gate's 0.97 then sits ~2 standard errors below
     a true 0.98 agreement. At 64 images (128 decisions) a stage-2 student whose int8 image tower agrees
     on 97.9% of 512 images failed the gate at 96.1% (5 flips)."""
+    given = labels is not None
     labels = labels or {"en": list(FASHION_LABELS_EN), "zh": list(FASHION_LABELS_ZH)}
-    calib = fashion_mnist_images(list(range(n_calibration)))
-    parity = fashion_mnist_images(list(range(5000, 5000 + n_parity)))
-    # interleaved (English, Chinese, next label, ...), so any prefix calibrates on both languages
-    calib_texts = [(lang, CALIBRATION_TEMPLATES[lang][j].format(labels[lang][i]))
-                   for j in range(len(CALIBRATION_TEMPLATES["en"])) for i in range(len(labels["en"]))
-                   for lang in ("en", "zh")][:max(2, n_calibration)]
-    return EvalSet(calibration_images=calib, parity_images=parity, labels=labels, calibration_texts=calib_texts)
+    test = _fashion_mnist_test()
+    calib = [test.image(i) for i in range(n_calibration)]
+    parity = [test.image(i) for i in range(5000, 5000 + n_parity)]
+    provenance = {"source": "fashion-mnist (default)", "kind": "fashion-mnist", "dataset_id": test.dataset_id,
+                  "selection": f"calibration test[0:{n_calibration}], parity test[5000:{5000 + n_parity}]",
+                  "labels_from": "given" if given else "fashion-mnist", "texts_from": "labels in calibration templates"}
+    return EvalSet(calibration_images=calib, parity_images=parity, labels=labels,
+                   calibration_texts=calibration_texts(labels, n_calibration), provenance=provenance)
+
+
+# --- any image source ---------------------------------------------------------------------------
+
+SOURCE_KINDS = {"FashionMNIST": "fashion-mnist", "ElevaterFolder": "elevater", "PairsFile": "pairs"}
+
+
+def _spread_order(source, seed: int) -> list[int]:
+    """A seeded order of the source's images; with labels, round-robin over classes, so the parity images
+    (taken first) and the calibration images (next) are each as class-balanced as the source allows."""
+    order = list(range(len(source)))
+    random.Random(seed).shuffle(order)
+    labels = getattr(source, "labels", None)
+    if labels is None:
+        return order
+    by_class: dict[int, list[int]] = {}
+    for i in order:
+        by_class.setdefault(int(labels[i]), []).append(i)
+    queues = [by_class[c] for c in sorted(by_class)]
+    return [q[r] for r in range(max(map(len, queues))) for q in queues if r < len(q)]
+
+
+def _split_sizes(n: int, n_calibration: int, n_parity: int) -> tuple[int, int]:
+    """(calibration, parity) counts; a source smaller than both keeps their ratio, at least one of each."""
+    if n >= n_calibration + n_parity:
+        return n_calibration, n_parity
+    parity = min(n - 1, max(1, round(n * n_parity / (n_calibration + n_parity))))
+    return n - parity, parity
+
+
+def _source_labels(source, labels: dict[str, list[str]] | None, name: str) -> tuple[dict | None, str | None]:
+    """The label set for class prompts: the given one, else the source's class names, else none."""
+    if labels is not None:
+        return labels, "given"
+    classes = getattr(source, "classes", None)
+    if not classes:
+        return None, None
+    if any(lang not in classes for lang in LANGS) or len(classes["en"]) != len(classes["zh"]) or len(classes["en"]) < 2:
+        raise InputsError(f"image source {name!r} names its classes as {sorted(classes)} with "
+                          f"{[len(v) for v in classes.values()]} names: it needs the same >= 2 classes in "
+                          "English and Chinese; or pass --labels and --labels-zh")
+    return {lang: list(classes[lang]) for lang in LANGS}, "source"
+
+
+def eval_set_from_source(source, labels: dict[str, list[str]] | None = None, n_calibration: int = 128,
+                         n_parity: int = 256, name: str | None = None, seed: int = 0) -> EvalSet:
+    """Calibration and parity images, disjoint, from any image source (an object with len(), image(i) and
+    dataset_id: dcclip_mobile.data's FashionMNIST, ElevaterFolder, PairsFile). Class prompts: `labels`,
+    else the source's class names; a source without either (a pairs file) gives no class embeddings, and
+    its parity captions are what top-1 agreement decides among. Text calibration: the calibration images'
+    captions where the source has them (the user's own wording), else the labels in other templates.
+    Unreadable image files are skipped and counted (as training does); too few readable ones is an error."""
+    kind = SOURCE_KINDS.get(type(source).__name__, type(source).__name__)
+    name = name or kind
+    if len(source) < 2:
+        raise InputsError(f"image source {name!r} has {len(source)} image(s); calibration and parity need at least "
+                          "2 (disjoint sets)")
+    labels, labels_from = _source_labels(source, labels, name)
+    has_captions = callable(getattr(source, "caption", None))
+    if labels is None and not has_captions:
+        raise InputsError(f"image source {name!r} has neither class names nor captions: pass --labels and "
+                          "--labels-zh (one label per line) for the parity gate's zero-shot decisions")
+    want_cal, want_par = _split_sizes(len(source), n_calibration, n_parity)
+    picked: dict[str, list[int]] = {"parity": [], "calibration": []}
+    images: dict[str, list[Image.Image]] = {"parity": [], "calibration": []}
+    skipped, first_problem = 0, None
+    for i in _spread_order(source, seed):
+        part = "parity" if len(picked["parity"]) < want_par else "calibration"
+        if part == "calibration" and len(picked["calibration"]) >= want_cal:
+            break
+        try:
+            images[part].append(source.image(i))
+        except (ImageLoadError, OSError) as e:
+            skipped, first_problem = skipped + 1, first_problem or e
+            continue
+        picked[part].append(i)
+    if not images["parity"] or not images["calibration"]:
+        raise InputsError(f"image source {name!r}: only {len(images['parity']) + len(images['calibration'])} of "
+                          f"{len(source)} images could be read, need 2 (first problem: {first_problem})")
+    captions = [source.caption(i)[::-1] for i in picked["parity"]] if has_captions else []
+    if has_captions:
+        cal_texts = [source.caption(i)[::-1] for i in picked["calibration"]]
+        texts_from = "captions"
+    else:
+        cal_texts, texts_from = calibration_texts(labels, n_calibration), "labels in calibration templates"
+    provenance = {"source": name, "kind": kind, "dataset_id": source.dataset_id,
+                  "selection": f"seeded (seed {seed}){', class-balanced' if hasattr(source, 'labels') else ''}: "
+                               "parity first, calibration next, disjoint",
+                  "labels_from": labels_from, "texts_from": texts_from, "skipped": skipped}
+    return EvalSet(calibration_images=images["calibration"], parity_images=images["parity"], labels=labels,
+                   calibration_texts=cal_texts, captions=captions, provenance=provenance)
 
 
 def image_preprocess(cfg: StudentConfig) -> ImagePreprocess:

@@ -2,14 +2,17 @@
 in a bundle, next to the eager PyTorch student it came from.
 
     python -m lowering.report --bundle runs/demo/bundles/android [--images fashion-mnist --limit 500]
-        [--checkpoint DIR] [--device-json FILE] [--out DIR]
+        [--checkpoint DIR] [--templates N] [--device-json FILE] [--out DIR]
 
 Each runnable artifact (.pte through the ExecuTorch runtime, TorchScript) is paired with the text
 artifact of the same backend and precision for zero-shot top-1/top-5 (class names x templates per
-language). Latency: batch 1, median and p90 of --runs after warm-up, threads stated. Peak memory: the
-growth of the process's peak RSS while loading and running the artifact (Linux VmHWM, reset before each).
-Core ML packages cannot run on Linux: their rows carry size and parity only. A bundle whose files do not
-match the manifest's sha256 table is refused. --device-json merges figures the demo apps measured on a
+language). Scoring: by default exactly the bundle's rule (lowering.scoring: the manifest's
+class_embeddings.templates), which the phone apps use too, so host rows and --device-json rows are measured
+the same way; --templates N scores the host rows with the first N CLIP templates instead, and every row's
+"scoring" field (a column in report.md) says which rule it used. Latency: batch 1, median and p90 of
+--runs after warm-up, threads stated. Peak memory: the growth of the process's peak RSS while loading and
+running the artifact (Linux VmHWM, reset before each). Core ML packages cannot run on Linux: their rows
+carry size and parity only. A bundle whose files do not match the manifest's sha256 table is refused. --device-json merges figures the demo apps measured on a
 phone (same entry schema). Writes report.json, report.md and PNG plots (accuracy vs latency, vs size).
 """
 from __future__ import annotations
@@ -28,18 +31,19 @@ import torch.nn.functional as F
 from dcclip_mobile import bundle_manifest as bm
 from dcclip_mobile.checkpoint import load_student
 from dcclip_mobile.assets import assets_present
-from dcclip_mobile.data.labels import templates as label_templates
+from dcclip_mobile.data.labels import templates as clip_templates
 from dcclip_mobile.data.preprocess import ImagePreprocess, preprocess_image
 from dcclip_mobile.data.sources import open_image_source
 from dcclip_mobile.tokenizer import BilingualTokenizer
 from dcclip_mobile.zeroshot import topk_accuracy
 
+from . import scoring
 from .executorch_backend import PteRunner
 from .torchscript_backend import TorchScriptRunner
 
 REPORT_FORMAT_VERSION = 1
 ENTRY_FIELDS = ("name", "tower", "backend", "precision", "size_bytes", "latency_ms_median", "latency_ms_p90",
-                "peak_memory_bytes", "accuracy", "parity", "source")
+                "peak_memory_bytes", "accuracy", "parity", "source", "scoring")
 Runner = Callable[..., torch.Tensor]
 
 
@@ -80,13 +84,10 @@ def embed_images(run: Runner, pixels: torch.Tensor) -> torch.Tensor:
 
 def class_prototypes(run: Runner, tokenizer: BilingualTokenizer, classnames: list[str], lang: str,
                      templates: list[str], id_dtype: torch.dtype) -> torch.Tensor:
-    protos = []
-    for name in classnames:
-        t = tokenizer([tmpl.replace("{c}", name) for tmpl in templates])
-        ids, mask = t["input_ids"].to(id_dtype), t["attention_mask"].to(id_dtype)
-        emb = F.normalize(torch.cat([run(ids[i:i + 1], mask[i:i + 1]) for i in range(len(ids))]).float(), dim=-1)
-        protos.append(F.normalize(emb.mean(0), dim=-1))
-    return torch.stack(protos)
+    """[C, D] by the bundle's scoring rule (lowering.scoring), one prompt at a time (batch-1 artifacts)."""
+    t = tokenizer(scoring.prompts(classnames, templates))
+    ids, mask = t["input_ids"].to(id_dtype), t["attention_mask"].to(id_dtype)
+    return scoring.prototypes(torch.cat([run(ids[i:i + 1], mask[i:i + 1]) for i in range(len(ids))]), len(templates))
 
 
 # ---------------------------------------------------------------------------------------------- report
@@ -108,18 +109,35 @@ def runner_for(bundle: Path, artifact: dict) -> Runner | None:
     return None
 
 
-def default_templates(n: int | None = None) -> dict[str, list[str]]:
-    """{lang: templates}: the first n of the 80 CLIP templates per language, as train.evaluate uses; without
-    the labels asset, the one template the bundles' parity prompts use."""
-    if assets_present("bilingual-labels"):
-        return {lang: label_templates(lang)[:n] for lang in ("en", "zh")}
-    from .inputs import TEMPLATES
-    return {lang: [t.replace("{}", "{c}")] for lang, t in TEMPLATES.items()}
+def first_clip_templates(n: int) -> dict[str, list[str]]:
+    """{lang: the first n of the 80 CLIP templates}, as train.evaluate uses (the bilingual-labels asset)."""
+    if n < 1:
+        raise ReportError(f"--templates must be >= 1, got {n}")
+    if not assets_present("bilingual-labels"):
+        raise ReportError("--templates N needs the CLIP templates (the bilingual-labels asset): run "
+                          "`python -m dcclip_mobile.assets fetch`, or leave --templates out to score with the bundle's")
+    return {lang: clip_templates(lang)[:n] for lang in scoring.LANGS}
+
+
+def scoring_rule(manifest: dict, templates: dict[str, list[str]] | None,
+                 rule: str | None = None) -> tuple[dict[str, list[str]], str]:
+    """(templates, the rule's name as rows state it). None: the manifest's templates, what the phone apps
+    score with; a bundle without class embeddings states none, so the exporter's default templates stand in."""
+    if templates is not None:
+        templates = scoring.check_templates(templates)
+        return templates, rule or f"given templates ({scoring.describe(templates)})"
+    shipped = scoring.manifest_templates(manifest)
+    if shipped is None:
+        return (dict(scoring.BUNDLE_TEMPLATES),
+                f"exporter default templates ({scoring.describe(scoring.BUNDLE_TEMPLATES)}; no class embeddings)")
+    return shipped, f"manifest templates ({scoring.describe(shipped)})"
 
 
 def build_report(bundle: str | Path, images: str = "fashion-mnist", limit: int = 500, runs: int = 50,
                  threads: int = 2, checkpoint: str | None = None, templates: dict[str, list[str]] | None = None,
-                 device_json: str | None = None) -> dict:
+                 device_json: str | None = None, templates_rule: str | None = None) -> dict:
+    """`templates` None scores every row by the bundle's own rule (the manifest's templates); a dict
+    ({lang: [".. {c} .."]}) overrides it for the host rows, named by `templates_rule` in each row."""
     bundle = Path(bundle)
     manifest = bm.load_manifest(bundle)
     problems = bm.verify_files(bundle, manifest)
@@ -129,7 +147,8 @@ def build_report(bundle: str | Path, images: str = "fashion-mnist", limit: int =
     torch.set_num_threads(threads)
     tokenizer = BilingualTokenizer.load(bundle)
     pixels, labels, classnames, dataset_id = load_eval(images, limit, manifest["image"]["preprocess"])
-    templates = templates or default_templates()
+    templates, rule = scoring_rule(manifest, templates, templates_rule)
+    device_rule = scoring_rule(manifest, None)[1]  # the apps build classes from the manifest's templates
 
     def accuracy(image_run: Runner, text_run: Runner, id_dtype: torch.dtype) -> dict:
         emb = embed_images(image_run, pixels)
@@ -154,7 +173,7 @@ def build_report(bundle: str | Path, images: str = "fashion-mnist", limit: int =
             for tower in ("image", "text"):
                 med, p90 = timed(runners[tower], example[tower], runs)
                 entries.append(_entry(f"{tower}_encoder_eager_fp32", tower, "pytorch-eager", "fp32", None, med, p90,
-                                      None, acc, None, "host"))
+                                      None, acc, None, "host", rule))
 
     # accuracy belongs to an (image, text) pair of one backend and precision: computed once per pair
     pair_accuracy: dict[tuple[str, str], dict | None] = {}
@@ -175,21 +194,23 @@ def build_report(bundle: str | Path, images: str = "fashion-mnist", limit: int =
                 runs_ = {t: (run if pair[t] is a else runner_for(bundle, pair[t]) if pair[t] else None) for t in pair}
                 pair_accuracy[key] = (accuracy(runs_["image"], runs_["text"], id_dtype)
                                       if None not in runs_.values() else None)
+        acc = pair_accuracy.get(key)
         entries.append(_entry(Path(a["file"]).stem, a["tower"], a["backend"], a["precision"], a["size_bytes"],
-                              med, p90, peak, pair_accuracy.get(key), a.get("parity"), "host"))
+                              med, p90, peak, acc, a.get("parity"), "host", rule if acc else None))
 
     if device_json:
-        entries += read_device_entries(device_json)
+        entries += read_device_entries(device_json, device_rule)
     return {"format_version": REPORT_FORMAT_VERSION, "bundle": str(bundle), "target": manifest["target"],
-            "eval": {"dataset": dataset_id, "images": len(labels), "templates": templates},
+            "eval": {"dataset": dataset_id, "images": len(labels), "templates": templates, "scoring": rule},
             "host": {"threads": threads, "runs": runs, "batch": 1, "warmup": 5}, "artifacts": entries}
 
 
-def _entry(name, tower, backend, precision, size, med, p90, peak, acc, parity, source) -> dict:
-    return dict(zip(ENTRY_FIELDS, (name, tower, backend, precision, size, med, p90, peak, acc, parity, source)))
+def _entry(name, tower, backend, precision, size, med, p90, peak, acc, parity, source, rule) -> dict:
+    return dict(zip(ENTRY_FIELDS, (name, tower, backend, precision, size, med, p90, peak, acc, parity, source, rule)))
 
 
-def read_device_entries(path: str) -> list[dict]:
+def read_device_entries(path: str, rule: str | None = None) -> list[dict]:
+    """A phone's rows; their accuracy was scored by the manifest's templates (`rule`) unless a row says otherwise."""
     data = json.loads(Path(path).read_text())
     entries = data["artifacts"] if isinstance(data, dict) else data
     out = []
@@ -197,7 +218,9 @@ def read_device_entries(path: str) -> list[dict]:
         missing = [f for f in ("name", "backend", "precision", "latency_ms_median") if f not in e]
         if missing:
             raise ReportError(f"{path}: entry {i} lacks {', '.join(missing)}; the schema is {', '.join(ENTRY_FIELDS)}")
-        out.append({**{f: None for f in ENTRY_FIELDS}, **e, "source": e.get("source") or "device"})
+        row = {**{f: None for f in ENTRY_FIELDS}, **e, "source": e.get("source") or "device"}
+        row["scoring"] = e.get("scoring") or (rule if row["accuracy"] else None)
+        out.append(row)
     return out
 
 
@@ -207,9 +230,15 @@ def to_markdown(report: dict) -> str:
     lines = [f"# dcclip-mobile report: {report['target']} bundle", "",
              f"Eval: {report['eval']['dataset']} ({report['eval']['images']} images). Host latency: batch 1, "
              f"{h['threads']} threads, median and p90 of {h['runs']} runs after {h['warmup']} warm-up.", "",
-             "| artifact | backend | precision | size MB | median ms | p90 ms | peak MB | EN top-1 | EN top-5 "
-             "| ZH top-1 | ZH top-5 | parity mean cos | source |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             f"Zero-shot scoring of the host rows: {report['eval'].get('scoring')}: "
+             + "; ".join(f"{lang} {_templates_md(ts)}" for lang, ts in report["eval"]["templates"].items()) + ".", ""]
+    rules = {e.get("scoring") for e in report["artifacts"] if e.get("scoring")}
+    if len(rules) > 1:
+        lines += [f"Rows were scored by different rules ({', '.join(sorted(rules))}): compare accuracy only "
+                  "between rows of the same scoring.", ""]
+    lines += ["| artifact | backend | precision | size MB | median ms | p90 ms | peak MB | EN top-1 | EN top-5 "
+              "| ZH top-1 | ZH top-5 | parity mean cos | source | scoring |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for e in report["artifacts"]:
         acc = e.get("accuracy") or {}
         par = e.get("parity") or {}
@@ -217,10 +246,14 @@ def to_markdown(report: dict) -> str:
             e["name"], e["backend"], e["precision"], _num(e["size_bytes"], 1e6, 2), _num(e["latency_ms_median"], 1, 2),
             _num(e["latency_ms_p90"], 1, 2), _num(e["peak_memory_bytes"], 1e6, 1),
             *[_pct(acc.get(lang, {}).get(k)) for lang in ("en", "zh") for k in ("top1", "top5")],
-            _num(par.get("mean_cosine"), 1, 5), e.get("source") or ""]) + " |")
+            _num(par.get("mean_cosine"), 1, 5), e.get("source") or "", e.get("scoring") or ""]) + " |")
     lines += ["", "Core ML rows have no host figures: Core ML runs only on Apple platforms "
               "(`python -m lowering.verify_coreml BUNDLE` on macOS)."]
     return "\n".join(lines) + "\n"
+
+
+def _templates_md(templates: list[str]) -> str:
+    return ", ".join(f"`{t}`" for t in templates) if len(templates) <= 3 else f"{len(templates)} templates"
 
 
 def _num(v, scale, digits) -> str:
@@ -268,14 +301,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--limit", type=int, default=500, help="class-balanced eval subset size")
     ap.add_argument("--checkpoint", help="the eager student (default: the one the manifest names)")
     ap.add_argument("--runs", type=int, default=50)
-    ap.add_argument("--templates", type=int, default=None, help="use the first N templates per language (default all)")
+    ap.add_argument("--templates", type=int, default=None,
+                    help="score the host rows with the first N CLIP templates per language instead of the bundle's "
+                         "own (the manifest's, which the phone apps use); each row says which it used")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device-json", help="figures measured on a phone by the demo apps (same schema)")
     ap.add_argument("--out", help="output directory (default: BUNDLE/../report-<target>)")
     args = ap.parse_args(argv)
     try:
+        templates = None if args.templates is None else first_clip_templates(args.templates)
         report = build_report(args.bundle, args.images, args.limit, args.runs, args.threads, args.checkpoint,
-                              templates=default_templates(args.templates), device_json=args.device_json)
+                              templates=templates, device_json=args.device_json,
+                              templates_rule=None if templates is None else
+                              f"first {len(templates['en'])} CLIP templates")
     except (ReportError, bm.BundleError, ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

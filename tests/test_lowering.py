@@ -45,8 +45,9 @@ def eval_set() -> EvalSet:
     except InputsError:
         pass
     from lowering.inputs import FASHION_LABELS_EN, FASHION_LABELS_ZH, CALIBRATION_TEMPLATES
+    from lowering.scoring import fill
     labels = {"en": FASHION_LABELS_EN, "zh": FASHION_LABELS_ZH}
-    texts = [(lang, CALIBRATION_TEMPLATES[lang][0].format(labels[lang][i])) for i in range(4) for lang in ("en", "zh")]
+    texts = [(lang, fill(CALIBRATION_TEMPLATES[lang][0], labels[lang][i])) for i in range(4) for lang in ("en", "zh")]
     return EvalSet(_drawn_images(8, 0), _drawn_images(24, 1), labels, texts)
 
 
@@ -153,7 +154,7 @@ def test_manifest_matches_files_and_detects_corruption(bundles, tmp_path):
     assert any("stray.bin" in p for p in problems)
 
 
-def test_manifest_describes_inputs_preprocessing_and_tokenizer(bundles, tiny_tokenizer):
+def test_manifest_describes_inputs_preprocessing_and_tokenizer(bundles, tiny_tokenizer, eval_set):
     m = bundles.manifests["android"]
     cfg = load_preset("tiny")
     assert m["image"]["inputs"] == [{"name": "pixel_values", "shape": [1, 3, 64, 64], "dtype": "float32"}]
@@ -166,6 +167,11 @@ def test_manifest_describes_inputs_preprocessing_and_tokenizer(bundles, tiny_tok
     assert len(m["student"]["checkpoint_sha256"]) == 4
     classes = json.loads((bundles.bundles["android"] / bm.CLASS_EMBEDDINGS_FILE).read_text())
     assert len(classes["embeddings_en"]) == len(classes["labels_en"]) == len(classes["embeddings_zh"])
+    # the rule the class embeddings were built with, which the report and the apps score with
+    assert m["class_embeddings"]["templates"] == classes["templates"] == {"en": ["a photo of a {c}."],
+                                                                          "zh": ["一张{c}的照片。"]}
+    assert m["calibration"] == {**eval_set.provenance, "images": len(eval_set.calibration_images),
+                                "parity_images": len(eval_set.parity_images), "texts": len(eval_set.calibration_texts)}
     assert (bundles.bundles["android"] / "tokenizer.json").is_file()
 
 
@@ -221,6 +227,9 @@ def test_cli_exports_a_checkpoint(tmp_path, student, tiny_tokenizer):
                  "--eval-images", "8"]) == 0
     m = bm.load_manifest(out / "torchscript")
     assert m["parity_gate"]["passed"] and bm.verify_files(out / "torchscript") == []
+    # without --images: Fashion-MNIST's test split, as always, and the manifest says so
+    assert m["calibration"]["source"] == "fashion-mnist (default)" and m["calibration"]["images"] == 4
+    assert m["calibration"]["parity_images"] == 8 and m["calibration"]["dataset_id"].startswith("fashion-mnist-test")
 
 
 def test_verify_coreml_checks_an_ios_bundle_here(bundles, capsys):

@@ -114,10 +114,11 @@ def export_bundle(checkpoint: Path, out: Path, target: str = "android") -> Path:
         from dcclip_mobile.checkpoint import load_student
         from lowering.export import export_bundles
         from lowering.inputs import CALIBRATION_TEMPLATES, FASHION_LABELS_EN, FASHION_LABELS_ZH, EvalSet
+        from lowering.scoring import fill
 
         print("note: Fashion-MNIST is not installed; exporting with synthetic parity images", flush=True)
         labels = {"en": FASHION_LABELS_EN, "zh": FASHION_LABELS_ZH}
-        texts = [(lang, CALIBRATION_TEMPLATES[lang][0].format(labels[lang][i])) for i in range(4) for lang in ("en", "zh")]
+        texts = [(lang, fill(CALIBRATION_TEMPLATES[lang][0], labels[lang][i])) for i in range(4) for lang in ("en", "zh")]
         images = [synthetic_image(28, 28, 100 + i, False) for i in range(8)]
         model, tok = load_student(checkpoint)
         export_bundles(model, tok, [target], out, {target: [precision]}, EvalSet(images[:4], images[4:], labels, texts),
