@@ -160,9 +160,9 @@ public enum DeviceBenchmark {
         }
         var out: [String: Any] = [:]
         for lang in ["en", "zh"] {
-            let template = classes.templates[lang] ?? "{}"
-            let protos = try classes.labels(lang).map {
-                try text.encodeText(bundle.tokenizer.encodePadded(template.replacingOccurrences(of: "{}", with: $0)))
+            let templates = classes.templates[lang]!  // checked when the bundle was opened
+            let protos = try classes.labels(lang).map { name in
+                try Scoring.prototype(templates, name) { try text.encodeText(bundle.tokenizer.encodePadded($0)) }
             }
             let ranks = embeddings.map { Scoring.topK(Scoring.logits($0, protos, 1), 5) }
             out[lang] = Benchmark.accuracy(ranks, eval.map { $0.label })

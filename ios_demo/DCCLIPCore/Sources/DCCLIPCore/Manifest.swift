@@ -208,7 +208,8 @@ public final class DCCLIPBundle {
     public struct ClassEmbeddings {
         public let labelsEn: [String], labelsZh: [String]
         public let embeddingsEn: [[Float]], embeddingsZh: [[Float]]
-        public let templates: [String: String]
+        /// {lang: [template with "{c}", ..]}: the rule the embeddings were built with (lowering/scoring.py)
+        public let templates: [String: [String]]
 
         public func labels(_ language: String) -> [String] { language == "zh" ? labelsZh : labelsEn }
         public func embeddings(_ language: String) -> [[Float]] { language == "zh" ? embeddingsZh : embeddingsEn }
@@ -251,7 +252,10 @@ public final class DCCLIPBundle {
             guard en.count == zh.count, en.count == ee.count, en.count == ez.count else {
                 throw BundleError("\(w) lists \(en.count) English and \(zh.count) Chinese labels with \(ee.count) and \(ez.count) embeddings")
             }
-            let templates = (c["templates"] as? [String: String]) ?? [:]
+            guard let templates = c["templates"] as? [String: [String]],
+                  ["en", "zh"].allSatisfy({ !(templates[$0] ?? []).isEmpty && templates[$0]!.allSatisfy { $0.contains(Scoring.placeholder) } }) else {
+                throw BundleError("\(w) templates must map en and zh to non-empty lists of templates with \(Scoring.placeholder); re-export the bundle")
+            }
             classes = ClassEmbeddings(labelsEn: en, labelsZh: zh, embeddingsEn: ee, embeddingsZh: ez, templates: templates)
         } else {
             classes = nil

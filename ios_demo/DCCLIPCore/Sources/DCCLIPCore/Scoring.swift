@@ -10,6 +10,20 @@ public enum Scoring {
     }
 
     /// v / max(||v||, 1e-12), as torch.nn.functional.normalize.
+    /// Where a template takes the class name (lowering/scoring.py).
+    public static let placeholder = "{c}"
+
+    /// A class's prototype by the bundle's one rule (lowering/scoring.py): the normalized mean of the unit-length
+    /// embeddings of the class name in each of the manifest's templates.
+    public static func prototype(_ templates: [String], _ name: String, _ embed: (String) throws -> [Float]) rethrows -> [Float] {
+        var sum: [Float] = []
+        for t in templates {
+            let e = normalize(try embed(t.replacingOccurrences(of: placeholder, with: name)))
+            sum = sum.isEmpty ? e : zip(sum, e).map { $0 + $1 }
+        }
+        return normalize(sum.map { $0 / Float(templates.count) })
+    }
+
     public static func normalize(_ v: [Float]) -> [Float] {
         var sq: Float = 0
         for x in v { sq += x * x }

@@ -89,15 +89,12 @@ public final class DeviceBenchmark {
             embeddings.add(image.encodeImage(bundle.preprocessor.preprocessArgb(px.argb, px.width, px.height)));
             labels[k] = eval.get(k).label;
         }
-        Map<String, Object> templates = templates(bundle);
         Map<String, Object> out = new LinkedHashMap<>();
         for (String lang : new String[] {"en", "zh"}) {
             List<String> names = bundle.classes.labels(lang);
-            String template = templates.containsKey(lang) ? (String) templates.get(lang) : "{}";
+            List<String> templates = templates(bundle, lang);
             float[][] protos = new float[names.size()][];
-            for (int c = 0; c < protos.length; c++) {
-                protos[c] = text.encodeText(bundle.tokenizer.encodePadded(template.replace("{}", names.get(c))));
-            }
+            for (int c = 0; c < protos.length; c++) protos[c] = Scoring.prototype(text, bundle.tokenizer, templates, names.get(c));
             List<int[]> ranks = new ArrayList<>();
             for (float[] e : embeddings) ranks.add(Scoring.topK(Scoring.logits(e, protos, 1f), 5));
             out.put(lang, Benchmark.accuracy(ranks, labels));
@@ -105,12 +102,18 @@ public final class DeviceBenchmark {
         return out;
     }
 
+    /** The manifest's class_embeddings.templates[lang]: the rule the bundle's class embeddings were built with. */
     @SuppressWarnings("unchecked")
-    private static Map<String, Object> templates(Bundle bundle) {
-        Object ce = bundle.manifest.raw.get("class_embeddings");
-        if (ce instanceof Map && ((Map<String, Object>) ce).get("templates") instanceof Map) {
-            return (Map<String, Object>) ((Map<String, Object>) ce).get("templates");
+    static List<String> templates(Bundle bundle, String lang) {
+        String where = "manifest class_embeddings.templates." + lang;
+        Map<String, Object> ce = Json.obj(bundle.manifest.raw.get("class_embeddings"), "manifest class_embeddings");
+        List<String> out = new ArrayList<>();
+        for (Object t : Json.arr(Json.obj(ce.get("templates"), "manifest class_embeddings.templates").get(lang), where)) {
+            String s = Json.str(t, where);
+            if (!s.contains(Scoring.PLACEHOLDER)) throw new BundleException(where + ": '" + s + "' has no " + Scoring.PLACEHOLDER);
+            out.add(s);
         }
-        return new HashMap<>();
+        if (out.isEmpty()) throw new BundleException(where + " is empty");
+        return out;
     }
 }

@@ -30,6 +30,25 @@ public final class Scoring {
         }
     }
 
+    /** Where a template takes the class name (lowering/scoring.py). */
+    public static final String PLACEHOLDER = "{c}";
+
+    /**
+     * A class's prototype by the bundle's one rule (lowering/scoring.py): the normalized mean of the unit-length
+     * embeddings of the class name in each of the manifest's templates.
+     */
+    public static float[] prototype(Classifier.Encoders text, Tokenizer tokenizer, List<String> templates, String name)
+            throws Exception {
+        float[] sum = null;
+        for (String t : templates) {
+            float[] e = normalize(text.encodeText(tokenizer.encodePadded(t.replace(PLACEHOLDER, name))));
+            if (sum == null) sum = new float[e.length];
+            for (int k = 0; k < e.length; k++) sum[k] += e[k];
+        }
+        for (int k = 0; k < sum.length; k++) sum[k] /= templates.size();
+        return normalize(sum);
+    }
+
     /** v / max(||v||, 1e-12), as torch.nn.functional.normalize. */
     public static float[] normalize(float[] v) {
         float sq = 0f;
