@@ -30,17 +30,19 @@ class ImageStudentConfig:
 
     image_size: int = 224
     stem_channels: int = 16
-    # one entry per stage: [expand_ratio, out_channels, num_blocks, first_stride]
-    stages: list[list[int]] = field(default_factory=lambda: [
+    # one entry per stage: [expand_ratio, out_channels, num_blocks, first_stride(, depthwise kernel: 3 if absent)];
+    # expand_ratio may be fractional (a pruned network's hidden width is cin * ratio, rounded)
+    stages: list[list[float]] = field(default_factory=lambda: [
         [1, 16, 1, 1], [4, 24, 2, 2], [4, 32, 3, 2], [4, 64, 3, 2], [4, 96, 2, 1], [4, 160, 2, 2]])
     feature_channels: int = 512  # the last 1x1 conv: the feature map the adapter maps to the teacher's
+    head_anchors: int = 0  # 0: a linear projection to the joint space; K: softmax over K anchor embeddings
     image_mean: tuple[float, float, float] = CLIP_MEAN
     image_std: tuple[float, float, float] = CLIP_STD
 
     @property
     def stride(self) -> int:
         s = 2  # stem
-        for _, _, _, first_stride in self.stages:
+        for _, _, _, first_stride, *_ in self.stages:
             s *= first_stride
         return s
 
@@ -101,6 +103,11 @@ class StudentConfig:
             (self.embed_dim > 0, f"embed_dim must be > 0, got {self.embed_dim}"),
             (self.image.image_size >= 32, f"image.image_size must be >= 32, got {self.image.image_size}"),
             (len(self.image.stages) > 0, "image.stages must not be empty"),
+            (self.image.head_anchors >= 0, f"image.head_anchors must be >= 0, got {self.image.head_anchors}"),
+            (all(len(st) in (4, 5) for st in self.image.stages),
+             f"image.stages entries are [expand, out, blocks, stride(, kernel)]; got {self.image.stages}"),
+            (all(len(st) == 4 or st[4] in (3, 5, 7) for st in self.image.stages),
+             f"image.stages kernels must be 3, 5 or 7; got {self.image.stages}"),
             (t.vocab_size >= 260, f"text.vocab_size must be >= 260 (256 byte pieces + specials), got {t.vocab_size}"),
             (t.context_length >= 2, f"text.context_length must be >= 2 (BOS + EOS), got {t.context_length}"),
             (t.width % t.heads == 0, f"text.width ({t.width}) must be divisible by text.heads ({t.heads})"),

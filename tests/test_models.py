@@ -89,9 +89,9 @@ def test_torch_export_of_both_encoders(name):
 
 
 def test_unknown_preset_names_the_accepted_ones():
-    with pytest.raises(ConfigError, match=r"'huge'.*base, small, tiny"):
+    with pytest.raises(ConfigError, match=r"'huge'.*base, small, small-lite, tiny"):
         load_preset("huge")
-    assert preset_names() == ["base", "small", "tiny"]
+    assert preset_names() == ["base", "small", "small-lite", "tiny"]
 
 
 def test_bad_config_values(tmp_path):

@@ -23,13 +23,13 @@ def conv_bn_act(cin: int, cout: int, kernel: int, stride: int = 1, groups: int =
 
 
 class InvertedResidual(nn.Module):
-    def __init__(self, cin: int, cout: int, stride: int, expand_ratio: int):
+    def __init__(self, cin: int, cout: int, stride: int, expand_ratio: float, kernel: int = 3):
         super().__init__()
-        hidden = cin * expand_ratio
+        hidden = round(cin * expand_ratio)
         layers: list[nn.Module] = []
         if expand_ratio != 1:
             layers.append(conv_bn_act(cin, hidden, 1))
-        layers += [conv_bn_act(hidden, hidden, 3, stride, groups=hidden), conv_bn_act(hidden, cout, 1, act=False)]
+        layers += [conv_bn_act(hidden, hidden, kernel, stride, groups=hidden), conv_bn_act(hidden, cout, 1, act=False)]
         self.block = nn.Sequential(*layers)
         self.use_residual = stride == 1 and cin == cout
 
@@ -58,13 +58,20 @@ class ImageStudent(nn.Module):
         self.cfg = cfg
         layers: list[nn.Module] = [conv_bn_act(3, cfg.stem_channels, 3, 2)]
         cin = cfg.stem_channels
-        for expand, cout, blocks, first_stride in cfg.stages:
+        for expand, cout, blocks, first_stride, *kernel in cfg.stages:
             for i in range(blocks):
-                layers.append(InvertedResidual(cin, cout, first_stride if i == 0 else 1, expand))
+                layers.append(InvertedResidual(cin, cout, first_stride if i == 0 else 1, expand, *kernel))
                 cin = cout
         layers.append(conv_bn_act(cin, cfg.feature_channels, 1))
         self.features = nn.Sequential(*layers)
-        self.proj = nn.Linear(cfg.feature_channels, embed_dim, bias=False)
+        if cfg.head_anchors:
+            # embedding = softmax(anchor logits) @ anchor embeddings: a soft choice among K concepts, the
+            # shape of a ConSE teacher and of a zero-shot ImageNet head (see models/inherit.py); a linear
+            # head could not follow the offline teacher even on its own features (measured: docs/design.md)
+            self.anchor_logits = nn.Linear(cfg.feature_channels, cfg.head_anchors)
+            self.anchor_embed = nn.Linear(cfg.head_anchors, embed_dim, bias=False)
+        else:
+            self.proj = nn.Linear(cfg.feature_channels, embed_dim, bias=False)
         self.feature_channels = cfg.feature_channels
         self._init_weights()
 
@@ -75,11 +82,22 @@ class ImageStudent(nn.Module):
             elif isinstance(m, nn.BatchNorm2d):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
-        nn.init.normal_(self.proj.weight, std=self.cfg.feature_channels ** -0.5)
+        if self.cfg.head_anchors:
+            nn.init.normal_(self.anchor_logits.weight, std=self.cfg.feature_channels ** -0.5)
+            nn.init.zeros_(self.anchor_logits.bias)
+            nn.init.normal_(self.anchor_embed.weight, std=self.cfg.head_anchors ** -0.5)
+        else:
+            nn.init.normal_(self.proj.weight, std=self.cfg.feature_channels ** -0.5)
 
     def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         check_pixel_values(pixel_values, self.cfg.image_size)
         feature_map = self.features(pixel_values)
+        return feature_map, self.embed(feature_map)
+
+    def embed(self, feature_map: torch.Tensor) -> torch.Tensor:
+        """The joint-space embedding of a last feature map (pool, then the head)."""
         # keepdim: XNNPACK takes a spatial mean only in its 4-D form; without it the mean splits the graph
         pooled = feature_map.mean(dim=(2, 3), keepdim=True).flatten(1)
-        return feature_map, self.proj(pooled)
+        if self.cfg.head_anchors:
+            return self.anchor_embed(self.anchor_logits(pooled).softmax(dim=-1))
+        return self.proj(pooled)
