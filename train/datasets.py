@@ -67,12 +67,14 @@ class AlignSet(torch.utils.data.Dataset):
                  labels: torch.Tensor | None = None, classnames: dict[str, list[str]] | None = None,
                  teacher_embeddings: torch.Tensor | None = None):
         self.images, self.pre, self.labels, self.teacher = images, pre, labels, teacher_embeddings
+        self.teacher_text = None
         if labels is not None:
             captions = [label_caption(i, int(l), classnames) for i, l in enumerate(labels)]
         else:
             captions = [images.caption(i) for i in range(len(images))]
         self.langs = [lang for _, lang in captions]
-        self.tokens = tokenizer([c for c, _ in captions])
+        self.captions = [c for c, _ in captions]
+        self.tokens = tokenizer(self.captions)
 
     def __len__(self) -> int:
         return len(self.images)
@@ -88,6 +90,8 @@ class AlignSet(torch.utils.data.Dataset):
             item["labels"] = torch.as_tensor(int(self.labels[i]))
         if self.teacher is not None:
             item["teacher_image_embedding"] = self.teacher[i].float()
+        if self.teacher_text is not None:
+            item["teacher_text_embedding"] = self.teacher_text[i].float()
         return item
 
 

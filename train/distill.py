@@ -17,8 +17,12 @@ import torch
 
 from dcclip_mobile.atomic import atomic_write_text
 from dcclip_mobile.config import load_preset
+from dcclip_mobile.data.emoji import CLASS_GROUPS, class_emoji, emoji_present
 from dcclip_mobile.data.labels import bilingual_corpus
 from dcclip_mobile.models import DCCLIPStudent
+from dcclip_mobile.models.inherit import (InheritError, check_prunable, frozen_prefix_layers, identity_adapter_init, imagenet_bank_prompts,
+                                          imagenet_class_bank, inherit_efficientnet_lite0, inherit_imagenet_head,
+                                          load_efficientnet_lite0)
 from dcclip_mobile.teachers import build_teacher
 from dcclip_mobile.teachers.cache import cache_image_features, cache_text_features, teacher_cache_dir
 from dcclip_mobile.tokenizer import BilingualTokenizer, train_tokenizer
@@ -41,6 +45,14 @@ def build_parser() -> argparse.ArgumentParser:
                     help="texts in each step per image (text steps are cheap; the text student needs many)")
     ap.add_argument("--texts", help="extra texts, one per line (English or Chinese), added to the corpus")
     ap.add_argument("--preset", default="small")
+    ap.add_argument("--inherit", default="auto", choices=["auto", "efficientnet-lite0", "none"],
+                    help="start the image tower as a pruned pretrained EfficientNet-Lite0 (auto: when the preset "
+                         "is built for it, e.g. small-lite)")
+    ap.add_argument("--freeze-image-layers", type=int, default=-1,
+                    help="image layers kept fixed (-1: auto = an inherited tower's layers above 1/16 resolution, else 0)")
+    ap.add_argument("--image-lr-scale", type=float, default=None,
+                    help="learning-rate factor of the image tower; 0 keeps it as inherited (default 1)")
+    ap.add_argument("--affinity-scale", type=float, default=100.0, help="logit scale of the affinity term")
     ap.add_argument("--image-size", type=int, help="override the preset's student input size")
     ap.add_argument("--vocab-size", type=int, help="tokenizer vocabulary bound (default: the preset's)")
     ap.add_argument("--cache", default=None, help="teacher feature cache (default: $DCCLIP_CACHE/teacher_features)")
@@ -59,7 +71,8 @@ def run(args: argparse.Namespace) -> Path:
     cache = teacher_cache_dir(args.cache)
     teacher = build_teacher(args.teacher)
     images = image_source(args, split="train")
-    corpus = [t for t, _ in bilingual_corpus(args.corpus_size, seed=args.seed)] if args.corpus_size > 0 else []
+    corpus = [t for t, _ in bilingual_corpus(args.corpus_size, seed=args.seed, classnames=corpus_classnames(args.seed))
+              ] if args.corpus_size > 0 else []
     if args.texts:
         corpus += [line.strip() for line in Path(args.texts).read_text(encoding="utf-8").splitlines() if line.strip()]
 
@@ -79,11 +92,18 @@ def run(args: argparse.Namespace) -> Path:
     student_cfg.text.vocab_size = tokenizer.vocab_size
     torch.manual_seed(args.seed)
     student = DCCLIPStudent(student_cfg)
+    head_channels = inherit_weights(args.inherit, student, teacher, cache)
 
     teacher_images = cache_image_features(teacher, images.image, len(images), images.dataset_id, cache)
     teacher_texts = cache_text_features(teacher, corpus, f"corpus-{len(corpus)}", cache)
     weights = DistillWeights(**{k: getattr(args, f"w_{k}") for k in vars(DistillWeights())})
-    stage = DistillStage(student, teacher.feature_channels, teacher.text_feature_dim, teacher.embed_dim, weights)
+    stage = DistillStage(student, teacher.feature_channels, teacher.text_feature_dim, teacher.embed_dim, weights,
+                         args.affinity_scale, args.freeze_image_layers if args.freeze_image_layers >= 0
+                         else 0 if head_channels is None else frozen_prefix_layers(student.cfg.image))
+    stage.image_lr_scale = args.image_lr_scale if args.image_lr_scale is not None else 1.0
+    if head_channels is not None and teacher.teacher_id.startswith("offline"):
+        # the offline teacher's map is Lite0's own head: the adapter starts as the identity on the kept channels
+        identity_adapter_init(stage.image_adapter.conv, head_channels)
     data = DistillSet(images, student_preprocess(student_cfg), teacher_images, tokenizer(corpus), teacher_texts,
                       args.texts_per_image)
     ckpt = train(stage, data, torch.utils.data.default_collate, tokenizer, cfg, out, resume=args.resume,
@@ -91,6 +111,36 @@ def run(args: argparse.Namespace) -> Path:
     atomic_write_text(out / "stage.json", json.dumps(
         {"stage": "distill", "teacher": teacher.teacher_id, "checkpoint": str(ckpt)}, indent=2) + "\n")
     return ckpt
+
+
+def corpus_classnames(seed: int) -> dict[str, list[str]] | None:
+    """The names the corpus leans on: the seen emoji classes (what stage 2 aligns on), never a held-out class;
+    without the emoji data, none (ImageNet prompts only)."""
+    if not emoji_present():
+        return {"en": [], "zh": []}
+    seen = [e for g in CLASS_GROUPS for e in class_emoji(g, "seen", seed)]
+    return {lang: [e.name[lang] for e in seen] for lang in ("en", "zh")}
+
+
+def inherit_weights(mode: str, student: DCCLIPStudent, teacher, cache) -> torch.Tensor | None:
+    """Weight inheritance (models/inherit.py); returns the kept Lite0 head channels, or None when not inheriting."""
+    prunable = True
+    try:
+        check_prunable(student.cfg.image)
+    except InheritError:
+        if mode == "efficientnet-lite0":
+            raise
+        prunable = False
+    if mode == "none" or not prunable:
+        return None
+    lite0 = load_efficientnet_lite0()
+    kept = inherit_efficientnet_lite0(student.image.features, student.cfg.image, lite0)["head_channels"]
+    if student.cfg.image.head_anchors:
+        texts = imagenet_bank_prompts()
+        emb = cache_text_features(teacher, texts, "imagenet-class-bank", cache)["embedding"].float()
+        inherit_imagenet_head(student.image, lite0, kept, imagenet_class_bank(emb))
+    print(f"image tower inherited from EfficientNet-Lite0 ({len(kept)} of 1280 head channels kept)", flush=True)
+    return kept
 
 
 def main(argv: list[str] | None = None) -> int:

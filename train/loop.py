@@ -84,6 +84,12 @@ class StageModule(nn.Module):
     a subclass's forward(batch) returns (loss, {metric name: float})."""
 
     student: DCCLIPStudent
+    image_lr_scale: float = 1.0
+
+    def lr_scale(self, name: str) -> float:
+        """The learning-rate factor of parameter `name`: an inherited image tower learns slower than the
+        parts that start from scratch (at the text tower's rate it collapsed to one embedding, measured)."""
+        return self.image_lr_scale if name.startswith("student.image.") else 1.0
 
 
 # ----------------------------------------------------------------------------------------- distributed
@@ -190,12 +196,16 @@ def train(stage: StageModule, dataset: torch.utils.data.Dataset, collate: Callab
     info = init_distributed()
     torch.manual_seed(cfg.seed)
 
-    decay, no_decay = [], []
+    groups: dict[tuple[bool, float], list] = {}
     for name, p in stage.named_parameters():
+        if p.requires_grad and stage.lr_scale(name) == 0:
+            p.requires_grad_(False)  # a frozen part: no gradient, no optimizer state
         if p.requires_grad:
-            (no_decay if p.ndim < 2 or "logit_scale" in name else decay).append(p)
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
+            decays = not (p.ndim < 2 or "logit_scale" in name)
+            groups.setdefault((decays, stage.lr_scale(name)), []).append(p)
+    optimizer = torch.optim.AdamW([{"params": ps, "weight_decay": cfg.weight_decay if decays else 0.0,
+                                    "lr_scale": scale} for (decays, scale), ps in sorted(groups.items())],
+                                  lr=cfg.lr, foreach=True)  # foreach: one kernel per op over all tensors
     step = 0
     if resume:
         meta = load_training_checkpoint(ckpt_dir, stage, optimizer)
@@ -223,7 +233,7 @@ def train(stage: StageModule, dataset: torch.utils.data.Dataset, collate: Callab
     while step < end:
         lr = lr_at(step, cfg)
         for group in optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group["lr_scale"]
         sums: dict[str, float] = {}
         for micro in range(cfg.grad_accum):
             batch = next(batches)

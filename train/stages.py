@@ -13,11 +13,44 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from dcclip_mobile.losses import (FeatureMapAdapter, PooledAdapter, clip_contrastive_loss, embedding_distill_loss,
-                                  feature_distill_loss)
+from dcclip_mobile.losses import (FeatureMapAdapter, PooledAdapter, affinity_distill_loss, clip_contrastive_loss,
+                                  embedding_distill_loss, feature_distill_loss)
 from dcclip_mobile.models import DCCLIPStudent
 
 from .loop import StageModule
+
+
+def freeze_image_prefix(student: DCCLIPStudent, k: int) -> int:
+    """An inherited tower's first layers already see well; training them costs most of a step (they run at
+    the highest resolutions), so they stay fixed: no gradient, BatchNorm statistics frozen (see train())."""
+    n = len(student.image.features)
+    if not 0 <= k < n:
+        raise ValueError(f"frozen image layers must be in [0, {n - 1}], got {k}")
+    for p in student.image.features[:k].parameters():
+        p.requires_grad_(False)
+    return k
+
+
+def image_forward(student: DCCLIPStudent, pixel_values: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The image tower with its first k layers run without autograd."""
+    if not k:
+        return student.image(pixel_values)
+    with torch.no_grad():
+        x = student.image.features[:k](pixel_values)
+    fmap = student.image.features[k:](x)
+    return fmap, student.image.embed(fmap)
+
+
+class FrozenPrefixStage(StageModule):
+    frozen_image_layers: int = 0
+
+    def train(self, mode: bool = True) -> "FrozenPrefixStage":
+        super().train(mode)
+        # a fixed part keeps its BatchNorm statistics too (train mode would move them even with no gradient)
+        self.student.image.features[:self.frozen_image_layers].eval()
+        if self.image_lr_scale == 0:
+            self.student.image.eval()
+        return self
 
 
 @dataclass
@@ -26,6 +59,7 @@ class DistillWeights:
     text_features: float = 1.0    # SmoothL1 on the adapted pooled text features
     image_embedding: float = 1.0  # optional: 1 - cos(student, teacher) image embeddings
     text_embedding: float = 1.0   # optional: 1 - cos(student, teacher) text embeddings
+    affinity: float = 1.0         # image-text affinity mimicking over the batch (needs the joint space)
 
     def validate(self) -> None:
         for k, v in vars(self).items():
@@ -35,7 +69,7 @@ class DistillWeights:
             raise ValueError("all stage-1 loss weights are 0; at least one term must be on")
 
 
-class DistillStage(StageModule):
+class DistillStage(FrozenPrefixStage):
     """Feature-map distillation through a 1x1 conv adapter (image) and a linear adapter (text), SmoothL1.
 
     The embedding terms need the student's joint space to be the teacher's (embed_dim equal), which is
@@ -43,7 +77,8 @@ class DistillStage(StageModule):
     """
 
     def __init__(self, student: DCCLIPStudent, teacher_map_channels: int, teacher_text_dim: int,
-                 teacher_embed_dim: int, weights: DistillWeights):
+                 teacher_embed_dim: int, weights: DistillWeights, affinity_scale: float = 100.0,
+                 frozen_image_layers: int = 0):
         super().__init__()
         weights.validate()
         self.student = student
@@ -51,10 +86,12 @@ class DistillStage(StageModule):
         self.text_adapter = PooledAdapter(student.text.feature_dim, teacher_text_dim)
         self.weights = weights
         self.embedding_terms = student.cfg.embed_dim == teacher_embed_dim
+        self.affinity_scale = affinity_scale
+        self.frozen_image_layers = freeze_image_prefix(student, frozen_image_layers)
 
     def forward(self, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
         w = self.weights
-        fmap, img_emb = self.student.image(batch["pixel_values"])
+        fmap, img_emb = image_forward(self.student, batch["pixel_values"], self.frozen_image_layers)
         teacher_map = batch["teacher_map"]
         l_map = feature_distill_loss(self.image_adapter(fmap, teacher_map.shape[-2:]), teacher_map)
         # texts come [B, m, ...] (m per image, see DistillSet): one flat text batch of B*m
@@ -69,23 +106,32 @@ class DistillStage(StageModule):
             l_txt_emb = embedding_distill_loss(txt_emb, flat["teacher_text_embedding"])
             loss = loss + w.image_embedding * l_img_emb + w.text_embedding * l_txt_emb
             metrics.update(image_cos=1 - l_img_emb.item(), text_cos=1 - l_txt_emb.item())
+            if w.affinity:
+                l_aff = affinity_distill_loss(img_emb, txt_emb, batch["teacher_image_embedding"],
+                                              flat["teacher_text_embedding"], self.affinity_scale)
+                loss = loss + w.affinity * l_aff
+                metrics["affinity"] = l_aff.item()
         return loss, metrics
 
 
-class AlignStage(StageModule):
-    """Symmetric InfoNCE between the two students, learnable (clamped) temperature; optionally a term that
-    keeps the image embeddings near the teacher's (stage-1 knowledge) while aligning."""
+class AlignStage(FrozenPrefixStage):
+    """Symmetric InfoNCE between the two students, learnable (clamped) temperature; optionally terms that keep
+    what stage 1 transferred while aligning: image embeddings near the teacher's (distill_weight) and the
+    batch's image-text affinities the teacher's (affinity_weight, TinyCLIP's affinity mimicking)."""
 
-    def __init__(self, student: DCCLIPStudent, distill_weight: float = 0.0, label_aware: bool = True):
+    def __init__(self, student: DCCLIPStudent, distill_weight: float = 0.0, label_aware: bool = True,
+                 affinity_weight: float = 0.0, affinity_scale: float = 100.0, frozen_image_layers: int = 0):
         super().__init__()
-        if distill_weight < 0:
-            raise ValueError(f"distill_weight must be >= 0, got {distill_weight}")
+        for name, v in (("distill_weight", distill_weight), ("affinity_weight", affinity_weight)):
+            if not v >= 0:
+                raise ValueError(f"{name} must be >= 0, got {v}")
         self.student = student
-        self.distill_weight = distill_weight
+        self.distill_weight, self.affinity_weight, self.affinity_scale = distill_weight, affinity_weight, affinity_scale
         self.label_aware = label_aware
+        self.frozen_image_layers = freeze_image_prefix(student, frozen_image_layers)
 
     def forward(self, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
-        _, img = self.student.image(batch["pixel_values"])
+        _, img = image_forward(self.student, batch["pixel_values"], self.frozen_image_layers)
         _, txt = self.student.text.forward_trimmed(batch["input_ids"], batch["attention_mask"])
         img_n, txt_n = F.normalize(img, dim=-1), F.normalize(txt, dim=-1)
         labels = batch.get("labels") if self.label_aware else None
@@ -96,4 +142,9 @@ class AlignStage(StageModule):
             l_d = embedding_distill_loss(img, batch["teacher_image_embedding"])
             loss = loss + self.distill_weight * l_d
             metrics["image_cos"] = 1 - l_d.item()
+        if self.affinity_weight > 0 and "teacher_text_embedding" in batch:
+            l_a = affinity_distill_loss(img, txt, batch["teacher_image_embedding"], batch["teacher_text_embedding"],
+                                        self.affinity_scale)
+            loss = loss + self.affinity_weight * l_a
+            metrics["affinity"] = l_a.item()
         return loss, metrics

@@ -48,7 +48,7 @@ def bilingual_corpus(size: int, seed: int = 0,
     seeded random order. Per language: the target classes' names (`classnames`, by default Fashion-MNIST's)
     in random templates, up to a quarter of that language's share, then distinct (ImageNet class, template)
     prompts drawn at random, so the text student sees the demo's classes and a thousand others."""
-    classnames = classnames or {"en": CLASSES_EN, "zh": CLASSES_ZH}
+    classnames = {"en": CLASSES_EN, "zh": CLASSES_ZH} if classnames is None else classnames
     for lang in classnames:
         _check_lang(lang)
     per_lang = {"en": (size + 1) // 2, "zh": size // 2}

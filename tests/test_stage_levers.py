@@ -1,0 +1,61 @@
+"""The stage-1/2 levers: the affinity term, a fixed image prefix, a fixed (or slower) image tower."""
+import torch
+
+from train.loop import TrainConfig, read_metrics, train
+from train.stages import AlignStage, DistillStage, DistillWeights
+
+
+def distill_items(student, n=8, m=2, teacher_dim=None):
+    cfg = student.cfg
+    g = torch.Generator().manual_seed(0)
+    s = cfg.image.image_size
+    d = teacher_dim or cfg.embed_dim
+    items = []
+    for i in range(n):
+        ids = torch.randint(4, cfg.text.vocab_size, (m, cfg.text.context_length), generator=g)
+        items.append({"pixel_values": torch.randn(3, s, s, generator=g), "teacher_map": torch.randn(12, 2, 2, generator=g),
+                      "teacher_image_embedding": torch.nn.functional.normalize(torch.randn(d, generator=g), dim=0),
+                      "input_ids": ids, "attention_mask": torch.ones_like(ids),
+                      "teacher_text_features": torch.randn(m, 20, generator=g),
+                      "teacher_text_embedding": torch.nn.functional.normalize(torch.randn(m, d, generator=g), dim=1)})
+    return items
+
+
+def snapshot(module):
+    return {k: v.clone() for k, v in module.state_dict().items()}
+
+
+def test_fixed_prefix_and_fixed_image_tower_do_not_move(tiny_student, tiny_tokenizer, tmp_path):
+    tiny_student.train()
+    stage = DistillStage(tiny_student, 12, 20, tiny_student.cfg.embed_dim, DistillWeights(), frozen_image_layers=2)
+    before = snapshot(tiny_student.image)
+    cfg = TrainConfig(steps=3, batch_size=4, warmup_steps=1, lr=1e-2)
+    train(stage, distill_items(tiny_student), torch.utils.data.default_collate, tiny_tokenizer, cfg, tmp_path / "a")
+    after = snapshot(tiny_student.image)
+    prefix = [k for k in before if k.startswith("features.0.") or k.startswith("features.1.")]
+    assert prefix and all(torch.equal(before[k], after[k]) for k in prefix)  # weights and BN statistics
+    assert not torch.equal(before["features.3.block.0.0.weight"], after["features.3.block.0.0.weight"])
+    assert "affinity" in read_metrics(tmp_path / "a")[-1]
+
+
+def test_image_lr_scale_zero_keeps_the_tower_as_it_was(tiny_student, tiny_tokenizer, tmp_path):
+    stage = DistillStage(tiny_student, 12, 20, tiny_student.cfg.embed_dim, DistillWeights())
+    stage.image_lr_scale = 0.0
+    image_before, text_before = snapshot(tiny_student.image), snapshot(tiny_student.text)
+    cfg = TrainConfig(steps=2, batch_size=4, warmup_steps=1, lr=1e-2)
+    train(stage, distill_items(tiny_student), torch.utils.data.default_collate, tiny_tokenizer, cfg, tmp_path / "b")
+    assert all(torch.equal(v, tiny_student.image.state_dict()[k]) for k, v in image_before.items())
+    assert any(not torch.equal(v, tiny_student.text.state_dict()[k]) for k, v in text_before.items())
+
+
+def test_align_affinity_term(tiny_student):
+    cfg = tiny_student.cfg
+    b = 6
+    ids = torch.randint(4, cfg.text.vocab_size, (b, cfg.text.context_length))
+    batch = {"pixel_values": torch.randn(b, 3, cfg.image.image_size, cfg.image.image_size), "input_ids": ids,
+             "attention_mask": torch.ones_like(ids), "labels": torch.arange(b),
+             "teacher_image_embedding": torch.randn(b, cfg.embed_dim), "teacher_text_embedding": torch.randn(b, cfg.embed_dim)}
+    loss, metrics = AlignStage(tiny_student, distill_weight=1.0, affinity_weight=1.0)(batch)
+    assert torch.isfinite(loss) and metrics["affinity"] > 0 and "image_cos" in metrics
+    plain, _ = AlignStage(tiny_student)(batch)
+    assert loss > plain
