@@ -54,3 +54,16 @@ def test_labeled_sets_and_their_elevater_folders(tmp_path):
     [root] = write_elevater(tmp_path, "Activities", "unseen", views=1)
     folder = ElevaterFolder(root)
     assert folder.classes == ds.classes and len(folder) == len(ds.class_list)
+
+
+def test_heldout_sets_cover_every_group_and_keep_fashion_mnist_unseen():
+    from dcclip_mobile.data.fashion_mnist import fashion_mnist_present
+    from train.heldout_eval import heldout_sets
+
+    sets = heldout_sets(views=1, fashion_images=20 if fashion_mnist_present("test") else 0)
+    emoji = [s for s in sets if s.name.startswith("emoji-")]
+    assert len(emoji) == len(CLASS_GROUPS)
+    assert all(any(s.unseen) and not all(s.unseen) for s in emoji)
+    for s in sets:
+        if s.name == "fashion-mnist":
+            assert all(s.unseen) and len(s.source) == 20

@@ -59,3 +59,13 @@ def test_align_affinity_term(tiny_student):
     assert torch.isfinite(loss) and metrics["affinity"] > 0 and "image_cos" in metrics
     plain, _ = AlignStage(tiny_student)(batch)
     assert loss > plain
+
+
+def test_align_text_distill_term(tiny_student):
+    cfg = tiny_student.cfg
+    ids = torch.randint(4, cfg.text.vocab_size, (4, cfg.text.context_length))
+    batch = {"pixel_values": torch.randn(4, 3, cfg.image.image_size, cfg.image.image_size), "input_ids": ids,
+             "attention_mask": torch.ones_like(ids), "teacher_image_embedding": torch.randn(4, cfg.embed_dim),
+             "teacher_text_embedding": torch.randn(4, cfg.embed_dim)}
+    _, metrics = AlignStage(tiny_student, text_distill_weight=1.0)(batch)
+    assert -1 <= metrics["text_cos"] <= 1 and "affinity" not in metrics

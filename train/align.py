@@ -40,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--image-lr-scale", type=float, default=None,
                     help="learning-rate factor of the image tower; 0 keeps it fixed (default 1)")
     ap.add_argument("--affinity-scale", type=float, default=100.0)
+    ap.add_argument("--text-distill-weight", type=float, default=0.0,
+                    help="weight of 1-cos(student, teacher) caption embeddings (needs --teacher)")
     ap.add_argument("--freeze-image-layers", type=int, default=0, help="first image layers kept fixed")
     ap.add_argument("--teacher", default=None, help="teacher for --distill-weight / --affinity-weight")
     ap.add_argument("--cache", default=None)
@@ -54,24 +56,26 @@ def run(args: argparse.Namespace) -> Path:
     cfg = train_config_from_args(args)
     if args.threads:
         torch.set_num_threads(args.threads)
-    if (args.distill_weight > 0 or args.affinity_weight > 0) and not args.teacher:
-        raise ValueError(f"--distill-weight {args.distill_weight} / --affinity-weight {args.affinity_weight} need --teacher")
+    wants_teacher = args.distill_weight > 0 or args.affinity_weight > 0 or args.text_distill_weight > 0
+    if wants_teacher and not args.teacher:
+        raise ValueError(f"--distill-weight {args.distill_weight} / --affinity-weight {args.affinity_weight} / "
+                         f"--text-distill-weight {args.text_distill_weight} need --teacher")
     student, tokenizer = load_student(args.init)
     images = image_source(args, split="train")
     labels = torch.as_tensor(images.labels) if hasattr(images, "labels") else None
     teacher_emb, teacher = None, None
-    if args.distill_weight > 0 or args.affinity_weight > 0:
+    if wants_teacher:
         teacher = build_teacher(args.teacher)
         cache = teacher_cache_dir(args.cache)
         teacher_emb = cache_image_features(teacher, images.image, len(images), images.dataset_id, cache)["embedding"]
     data = AlignSet(images, student_preprocess(student.cfg), tokenizer, labels=labels,
                     classnames=getattr(images, "classes", None), teacher_embeddings=teacher_emb)
-    if args.affinity_weight > 0:
+    if args.affinity_weight > 0 or args.text_distill_weight > 0:
         data.teacher_text = cache_text_features(teacher, data.captions, f"captions-{images.dataset_id}",
                                                 cache)["embedding"]
     stage = AlignStage(student, args.distill_weight, label_aware=not args.no_label_positives,
                        affinity_weight=args.affinity_weight, affinity_scale=args.affinity_scale,
-                       frozen_image_layers=args.freeze_image_layers)
+                       frozen_image_layers=args.freeze_image_layers, text_distill_weight=args.text_distill_weight)
     stage.image_lr_scale = args.image_lr_scale if args.image_lr_scale is not None else 1.0
     ckpt = train(stage, data, collate_skipping_bad, tokenizer, cfg, args.out, resume=args.resume,
                  desc="stage 2 align", extra_state={"init": str(args.init), "images": images.dataset_id})

@@ -116,17 +116,21 @@ class DistillStage(FrozenPrefixStage):
 
 class AlignStage(FrozenPrefixStage):
     """Symmetric InfoNCE between the two students, learnable (clamped) temperature; optionally terms that keep
-    what stage 1 transferred while aligning: image embeddings near the teacher's (distill_weight) and the
-    batch's image-text affinities the teacher's (affinity_weight, TinyCLIP's affinity mimicking)."""
+    what stage 1 transferred while aligning: image embeddings near the teacher's (distill_weight), caption
+    embeddings near the teacher's (text_distill_weight), and the batch's image-text affinities the teacher's
+    (affinity_weight, TinyCLIP's affinity mimicking)."""
 
     def __init__(self, student: DCCLIPStudent, distill_weight: float = 0.0, label_aware: bool = True,
-                 affinity_weight: float = 0.0, affinity_scale: float = 100.0, frozen_image_layers: int = 0):
+                 affinity_weight: float = 0.0, affinity_scale: float = 100.0, frozen_image_layers: int = 0,
+                 text_distill_weight: float = 0.0):
         super().__init__()
-        for name, v in (("distill_weight", distill_weight), ("affinity_weight", affinity_weight)):
+        for name, v in (("distill_weight", distill_weight), ("affinity_weight", affinity_weight),
+                        ("text_distill_weight", text_distill_weight)):
             if not v >= 0:
                 raise ValueError(f"{name} must be >= 0, got {v}")
         self.student = student
         self.distill_weight, self.affinity_weight, self.affinity_scale = distill_weight, affinity_weight, affinity_scale
+        self.text_distill_weight = text_distill_weight
         self.label_aware = label_aware
         self.frozen_image_layers = freeze_image_prefix(student, frozen_image_layers)
 
@@ -142,6 +146,10 @@ class AlignStage(FrozenPrefixStage):
             l_d = embedding_distill_loss(img, batch["teacher_image_embedding"])
             loss = loss + self.distill_weight * l_d
             metrics["image_cos"] = 1 - l_d.item()
+        if self.text_distill_weight > 0 and "teacher_text_embedding" in batch:
+            l_t = embedding_distill_loss(txt, batch["teacher_text_embedding"])
+            loss = loss + self.text_distill_weight * l_t
+            metrics["text_cos"] = 1 - l_t.item()
         if self.affinity_weight > 0 and "teacher_text_embedding" in batch:
             l_a = affinity_distill_loss(img, txt, batch["teacher_image_embedding"], batch["teacher_text_embedding"],
                                         self.affinity_scale)
