@@ -19,6 +19,16 @@ if [ ! -d /usr/share/datasets/fashion-mnist ]; then
   fi
 fi
 
+# The held-out pictures: rendered emoji with human-written English and Chinese names (dcclip_mobile/data/emoji.py).
+if [ ! -f /usr/share/fonts/truetype/noto/NotoColorEmoji.ttf ] || [ ! -f /usr/share/unicode/emoji/emoji-test.txt ] \
+   || [ ! -f /usr/share/unicode/cldr/common/annotations/zh.xml ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get update -qq && apt-get install -y -qq fonts-noto-color-emoji unicode-data unicode-cldr-core >/dev/null
+  else
+    echo "setup.sh: the emoji sets need: sudo apt-get install fonts-noto-color-emoji unicode-data unicode-cldr-core" >&2
+  fi
+fi
+
 # The Android demo's JVM tests (tests/test_apps_jvm.py): a JDK 17 and JUnit 4 from Debian's registry.
 if ! command -v javac >/dev/null || [ ! -f /usr/share/java/junit4.jar ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then

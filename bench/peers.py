@@ -5,7 +5,7 @@
 - TinyCLIP ViT-8M/16 + Text-3M (open_clip's config): a 10-layer, 256-wide ViT at patch 16 and a 3-layer,
   256-wide text transformer over CLIP's 49,408-token BPE vocabulary, 77 tokens.
 
-The TinyCLIP towers use plain matmul + softmax attention, the form that lowers best (DESIGN.md); the same
+The TinyCLIP towers use plain matmul + softmax attention, the form that lowers best (docs/design.md); the same
 weights written with nn.MultiheadAttention lower to about twice the latency.
 """
 from __future__ import annotations

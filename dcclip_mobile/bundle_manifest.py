@@ -28,7 +28,11 @@ manifest.json (format_version 1), every key always present:
                      Core ML artifacts take int32 ids (Core ML has no int64 inputs); the others int64.
     default_precision: the precision of the default artifacts
     parity_gate:    {thresholds {...}, passed (bool), overridden (bool), failures [..]}
-    class_embeddings: null | {file, labels_en [..], labels_zh [..], templates_en [..], templates_zh [..]}
+    class_embeddings: null | {file, labels_en [..], labels_zh [..], templates {"en": [..], "zh": [..]}}: each
+                     class is the normalized mean of its prompts' embeddings, a prompt being a template with
+                     "{c}" replaced by the class name; the report and the apps score with exactly these
+    calibration:    {source, kind, dataset_id, selection, labels_from, texts_from, skipped, images,
+                     parity_images, texts}: where the int8 calibration and parity-gate inputs came from
     golden:         "golden.json"
     files:          {relative path: {sha256, size_bytes}} for every file in the bundle but manifest.json
                     (a .mlpackage is a directory: each file in it is listed)

@@ -9,7 +9,7 @@
                   Int8DynamicActivationIntxWeightConfig) and a 4-bit embedding table (groups of 32);
                   image: the int8 recipe (XNNPACK has no 4-bit convolutions)
 
-What stays fp32, and why (measured, see DESIGN.md and bench/bench_lowering.py):
+What stays fp32, and why (measured, see docs/design.md and bench/bench_lowering.py):
   * The image stem (the first conv, 3 -> 16 channels): int8 pixels cost the most accuracy, the conv the
     least time.
   * L2 normalization at the end of both encoders: its input is a squared norm, not an activation.

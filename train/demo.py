@@ -1,12 +1,17 @@
-"""The README's main job: the whole recipe on the offline default, end to end, in minutes on a laptop CPU.
+"""The README's main job: the whole recipe on the offline default, end to end, measured the honest way.
 
     python -m train.demo [--out runs/demo]
 
-fetch assets -> teacher cache -> stage 1 (Fashion-MNIST train images, no labels, + the bilingual corpus)
--> stage 2 (Fashion-MNIST train images with English/Chinese captions from their labels) -> zero-shot
-evaluation on a class-balanced subset of the Fashion-MNIST test split after each stage, in both languages
--> export (Android .pte fp32/int8, iOS Core ML) behind the parity gate -> on-device report -> summary.json.
-Re-running resumes: the teacher cache is reused and finished stages are skipped.
+fetch assets -> the teacher on the held-out sets -> stage 1 (the student's image tower inherited from a
+pruned EfficientNet-Lite0, then distilled on augmented views of the training emoji, teacher and student
+seeing the same view; text distilled on a bilingual corpus) -> stage 2 (aligned on the *seen* emoji classes
+with their English and Chinese names, keeping the teacher's affinities) -> the held-out protocol after each
+stage -> export (Android .pte fp32, iOS Core ML fp16) behind the parity gate, shipping Fashion-MNIST's classes
+-> on-device report (zero-shot: no stage saw Fashion-MNIST) -> summary.json.
+
+Zero-shot here means what it says: the unseen emoji classes (half the families of five groups, chosen by a
+seeded hash) and all of Fashion-MNIST never reach any stage, as pictures or as labels. Re-running resumes:
+the teacher cache is reused and finished stages are skipped.
 """
 from __future__ import annotations
 
@@ -17,33 +22,41 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from dcclip_mobile import assets
 from dcclip_mobile.atomic import atomic_write_text
 from dcclip_mobile.checkpoint import load_student
-from dcclip_mobile.data.fashion_mnist import FashionMNIST
 from dcclip_mobile.teachers import build_teacher
 from dcclip_mobile.teachers.cache import teacher_cache_dir
 
 from . import align, distill
 from .cli import run_main
-from .evaluate import evaluate_student, evaluate_teacher, student_embeddings
+from .heldout_eval import (MARKDOWN_HEADER, TeacherReference, evaluate_student_heldout, heldout_sets, markdown_rows,
+                           retention_of_means)
+
+
+# What the held-out measurements chose (docs/design.md, "What inheriting the teacher took"): the inherited image
+# tower kept 80% of the teacher's above-chance zero-shot untouched, and every image-training variant tried on the
+# 1.4k training emoji lowered it (to 16-40%), so both stages keep it fixed and spend their steps on the text tower.
+STAGE1_RECIPE = ["--image-lr-scale", "0", "--w-image-map", "0", "--w-image-embedding", "0", "--w-affinity", "0",
+                 "--texts-per-image", "32"]
+STAGE2_RECIPE = ["--image-lr-scale", "0", "--teacher", "offline", "--affinity-weight", "1", "--lr", "3e-4"]
 
 
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m train.demo", description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="runs/demo")
-    ap.add_argument("--preset", default="small")
-    ap.add_argument("--image-size", type=int, default=112,
-                    help="student input size (Fashion-MNIST is 28x28: 112 loses nothing and trains 4x faster than 224)")
-    ap.add_argument("--distill-images", type=int, default=4000, help="stage-1 images (the teacher runs on these)")
-    ap.add_argument("--align-images", type=int, default=12000, help="stage-2 labeled images")
-    ap.add_argument("--test-images", type=int, default=2000, help="class-balanced test subset (10000 = all)")
+    ap.add_argument("--preset", default="small-lite")
+    ap.add_argument("--distill-views", type=int, default=1, help="augmented views per training emoji (stage 1)")
+    ap.add_argument("--align-views", type=int, default=2, help="augmented views per seen emoji class (stage 2)")
     ap.add_argument("--corpus-size", type=int, default=8000)
-    ap.add_argument("--distill-steps", type=int, default=200)
-    ap.add_argument("--align-steps", type=int, default=600)
-    ap.add_argument("--report-images", type=int, default=1000, help="eval images for the on-device report")
+    ap.add_argument("--distill-steps", type=int, default=150)
+    ap.add_argument("--align-steps", type=int, default=50)
+    ap.add_argument("--batch-size", type=int, default=16, help="images per step (stage 1 adds 32 texts each)")
+    ap.add_argument("--test-views", type=int, default=2, help="test views per emoji class")
+    ap.add_argument("--fashion-images", type=int, default=1000, help="Fashion-MNIST test images (held out whole)")
+    ap.add_argument("--templates", type=int, default=8, help="prompt templates per language in evaluation")
+    ap.add_argument("--report-images", type=int, default=500, help="eval images for the on-device report")
     ap.add_argument("--no-export", action="store_true", help="stop after stage 2 (no bundles, no report)")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--seed", type=int, default=0)
@@ -68,45 +81,42 @@ def run(args: argparse.Namespace) -> dict:
         assets.fetch(name, quiet=False)
     summary["stages"]["assets"] = {"wall_s": time.perf_counter() - t}
 
-    test = FashionMNIST("test", limit=args.test_images, seed=args.seed)
     teacher = build_teacher("offline")
-    cache = teacher_cache_dir()
-    t = time.perf_counter()
-    teacher_acc, teacher_test_emb = evaluate_teacher(teacher, test, cache)
-    summary["teacher"] = {"id": teacher.teacher_id, "zero_shot": teacher_acc, "wall_s": time.perf_counter() - t}
-    print(f"teacher zero-shot: {_fmt(teacher_acc)}", flush=True)
+    sets = heldout_sets(args.seed, args.test_views, args.fashion_images)
+    ref = TeacherReference(teacher, sets, teacher_cache_dir(), args.templates)
+    summary["teacher"] = ref.summary()
+    table = [MARKDOWN_HEADER, *markdown_rows("teacher", summary["teacher"])]
+    print(f"teacher (held-out, {ref.wall_s:.0f} s): {_fmt(summary['teacher'])}", flush=True)
 
+    common = ["--seed", str(args.seed), "--threads", str(args.threads), "--batch-size", str(args.batch_size)]
     s1 = out / "stage1"
-    common = ["--seed", str(args.seed), "--threads", str(args.threads)]
     t = time.perf_counter()
     if not stage_done(s1, args.distill_steps):
         distill.run(distill.build_parser().parse_args([
-            "--images", "fashion-mnist", "--limit", str(args.distill_images), "--corpus-size", str(args.corpus_size),
-            "--preset", args.preset, "--image-size", str(args.image_size), "--out", str(s1),
-            "--steps", str(args.distill_steps), "--warmup-steps", str(args.distill_steps // 10), *common, *(["--resume"] if (s1 / "checkpoint").exists() else [])]))
+            "--images", f"emoji:{args.distill_views}", "--corpus-size", str(args.corpus_size),
+            "--preset", args.preset, "--out", str(s1), "--steps", str(args.distill_steps),
+            "--warmup-steps", str(args.distill_steps // 10), *STAGE1_RECIPE, *common,
+            *(["--resume"] if (s1 / "checkpoint").exists() else [])]))
     wall1 = time.perf_counter() - t
-    model, tokenizer = load_student(s1 / "checkpoint")
-    acc1 = evaluate_student(model, tokenizer, test)
-    cos = F.cosine_similarity(student_embeddings(model, test), teacher_test_emb, dim=-1)
-    summary["stages"]["distill"] = {"wall_s": wall1, "zero_shot": acc1, "checkpoint": str(s1 / "checkpoint"),
-                                    "image_cosine_to_teacher": {"mean": float(cos.mean()), "min": float(cos.min())}}
-    print(f"stage 1: {_fmt(acc1)}; image cosine to teacher {cos.mean():.4f}", flush=True)
+    summary["stages"]["distill"] = _evaluate(s1 / "checkpoint", ref, summary, wall1)
+    table += markdown_rows("stage 1", summary["stages"]["distill"]["heldout"])
 
     s2 = out / "stage2"
     t = time.perf_counter()
     if not stage_done(s2, args.align_steps):
         align.run(align.build_parser().parse_args([
-            "--init", str(s1 / "checkpoint"), "--images", "fashion-mnist", "--limit", str(args.align_images),
-            "--out", str(s2), "--steps", str(args.align_steps), "--warmup-steps", str(args.align_steps // 10), *common,
-            *(["--resume"] if (s2 / "checkpoint").exists() else [])]))
+            "--init", str(s1 / "checkpoint"), "--images", f"emoji-seen:{args.align_views}", "--out", str(s2),
+            "--steps", str(args.align_steps), "--warmup-steps", str(args.align_steps // 10), *common, *STAGE2_RECIPE,
+            "--batch-size", str(2 * args.batch_size), *(["--resume"] if (s2 / "checkpoint").exists() else [])]))
     wall2 = time.perf_counter() - t
-    model, tokenizer = load_student(s2 / "checkpoint")
-    acc2 = evaluate_student(model, tokenizer, test)
-    summary["stages"]["align"] = {"wall_s": wall2, "zero_shot": acc2, "checkpoint": str(s2 / "checkpoint")}
-    print(f"stage 2: {_fmt(acc2)}", flush=True)
+    summary["stages"]["align"] = _evaluate(s2 / "checkpoint", ref, summary, wall2)
+    table += markdown_rows("stage 2", summary["stages"]["align"]["heldout"])
+    summary["heldout_table"] = "\n".join(table)
+    print(summary["heldout_table"], flush=True)
 
     summary["checkpoint"] = str(s2 / "checkpoint")
     if not args.no_export:
+        model, tokenizer = load_student(s2 / "checkpoint")
         summary["stages"]["export"], summary["stages"]["report"] = export_and_report(
             model, tokenizer, s2 / "checkpoint", out, args.report_images)
     summary["total_wall_s"] = time.perf_counter() - t0
@@ -114,28 +124,49 @@ def run(args: argparse.Namespace) -> dict:
     return summary
 
 
+def _evaluate(checkpoint: Path, ref: TeacherReference, summary: dict, wall_s: float) -> dict:
+    model, tokenizer = load_student(checkpoint)
+    r = evaluate_student_heldout(model, tokenizer, ref)
+    r["retention_of_means"] = retention_of_means(r, summary["teacher"])
+    print(f"{checkpoint.parent.name}: {_fmt(r)}; retention {_pct(r['retention_of_means'])}; "
+          f"agreement/cosines {json.dumps(r['fidelity_mean'])}", flush=True)
+    return {"wall_s": wall_s, "checkpoint": str(checkpoint), "heldout": r}
+
+
 def export_and_report(model, tokenizer, checkpoint: Path, out: Path, report_images: int) -> tuple[dict, dict]:
-    """Android (fp32 and int8 .pte) and iOS (Core ML fp16) bundles behind the parity gate, then the report."""
+    """Android (fp32 and int8 .pte) and iOS (Core ML fp16) bundles behind the parity gate, then the report.
+
+    The bundles ship Fashion-MNIST's ten classes (held out of both stages, so the report's accuracy is zero-shot)
+    and check parity on its images. Android ships fp32 only: the small-lite student's int8 .pte files fail the
+    gate (image: mean cosine 0.936, top-1 agreement 0.883, the anchor head's softmax over 1000 anchors being
+    quantized; text: top-1 agreement 0.934), and with the ~360 seen emoji classes shipped instead the int8 text
+    tower's agreement was 0.785. Measured in this project's demo runs; int8 for this student is open work."""
     from lowering.export import export_bundles
     from lowering.report import build_report, plot, to_markdown
 
     t = time.perf_counter()
     result = export_bundles(model, tokenizer, ["android", "ios"], out / "bundles",
-                            {"android": ["fp32", "int8"], "ios": ["fp16"]}, checkpoint=checkpoint)
+                            {"android": ["fp32"], "ios": ["fp16"]}, checkpoint=checkpoint)
     export = {"wall_s": time.perf_counter() - t, "bundles": {k: str(v) for k, v in result.bundles.items()}}
     t = time.perf_counter()
     report = build_report(out / "bundles" / "android", limit=report_images, checkpoint=str(checkpoint))
     rdir = out / "report-android"
     rdir.mkdir(exist_ok=True)
-    (rdir / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
-    (rdir / "report.md").write_text(to_markdown(report))
+    atomic_write_text(rdir / "report.json", json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+    atomic_write_text(rdir / "report.md", to_markdown(report))
     plot(report, rdir)
     print(to_markdown(report), flush=True)
     return export, {"wall_s": time.perf_counter() - t, "dir": str(rdir)}
 
 
-def _fmt(acc: dict) -> str:
-    return ", ".join(f"{lang} top-1 {acc[lang]['top1']:.1%} top-5 {acc[lang]['top5']:.1%}" for lang in ("en", "zh"))
+def _pct(d: dict) -> str:
+    return ", ".join(f"{k} {v:.0%}" for k, v in d.items())
+
+
+def _fmt(r: dict) -> str:
+    m = r["mean"]
+    return ", ".join(f"{lang} zero-shot {m[lang]['zero_shot']:.1%} seen {m[lang].get('seen', float('nan')):.1%}"
+                     for lang in ("en", "zh")) + f" (chance {m['chance']:.1%})"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,7 +2,7 @@
 
 Written for the phone, not for the paper: attention is plain matmul + softmax with a finite
 additive mask (scaled_dot_product_attention lowers through a "safe softmax" expansion that falls
-outside XNNPACK, and a -inf mask wrecks static int8 quantization, see DESIGN.md), pooling is a
+outside XNNPACK, and a -inf mask wrecks static int8 quantization, see docs/design.md), pooling is a
 masked mean (no argmax over int64 ids, a Core ML trap), and every shape is fixed by the config.
 """
 from __future__ import annotations
