@@ -67,3 +67,14 @@ def test_heldout_sets_cover_every_group_and_keep_fashion_mnist_unseen():
     for s in sets:
         if s.name == "fashion-mnist":
             assert all(s.unseen) and len(s.source) == 20
+
+
+def test_data_is_the_pinned_version_and_named_in_every_set_id():
+    import warnings
+    from dcclip_mobile.data.emoji import data_fingerprint
+
+    data_fingerprint.cache_clear()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # setup.sh installs the versions the figures were measured with
+        fp = data_fingerprint()
+    assert fp in EmojiViews(views=1, limit=2).dataset_id and fp in EmojiClasses("Activities").dataset_id

@@ -21,12 +21,15 @@ import math
 import os
 import random
 import re
+import warnings
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageEnhance, ImageFont, ImageOps
+
+from ..bundle_manifest import file_sha256
 
 EMOJI_FONT = Path(os.environ.get("DCCLIP_EMOJI_FONT", "/usr/share/fonts/truetype/noto/NotoColorEmoji.ttf"))
 EMOJI_TEST = Path(os.environ.get("DCCLIP_EMOJI_TEST", "/usr/share/unicode/emoji/emoji-test.txt"))
@@ -39,8 +42,35 @@ SKIN_TONES = {0x1F3FB, 0x1F3FC, 0x1F3FD, 0x1F3FE, 0x1F3FF}
 APT_PACKAGES = "fonts-noto-color-emoji unicode-data unicode-cldr-core"
 
 
+# What the project's figures were measured with (Debian 12: fonts-noto-color-emoji 2.042-0+deb12u1, unicode-data
+# 15.0.0-1, unicode-cldr-core 41-0.1). Another version still works; it is named in a warning, and its data
+# fingerprint goes into every data set id, so teacher caches of two versions never mix.
+PINNED_SHA256 = {
+    EMOJI_FONT: "e5899ed38b8ed83e08bd3ac5de09791e9d19d288333a796de1d35ad17396f1ec",
+    EMOJI_TEST: "8445f23ac8388e096be19d0262e14fceff856ff52093f2356dc89485f1a853db",
+    CLDR_DIR / "annotations" / "en.xml": "170a989b9aff71fd06b9f7bbd70aa3b4a3d228e15fa734692d4fc80206e536e1",
+    CLDR_DIR / "annotations" / "zh.xml": "f7394e7e65751ea4ea2eff00ae542f25d413fa7628b3e4cad4f734db9c27d75f",
+    CLDR_DIR / "annotationsDerived" / "en.xml": "0fab943b22dd1197b6d6fe6ce6aec7968e925d547283484bddcf96b14daf657f",
+    CLDR_DIR / "annotationsDerived" / "zh.xml": "0fc36f3e153fbbf341d77ec1dfb4304271299dd9fd4d293522bd0d89c7392871",
+}
+
+
 class EmojiDataMissingError(FileNotFoundError):
     pass
+
+
+@lru_cache(maxsize=1)
+def data_fingerprint() -> str:
+    """A short hash of the emoji data files; warns once, naming each file that differs from the pinned one."""
+    _require()
+    digests = []
+    for path, pinned in PINNED_SHA256.items():
+        digest = file_sha256(path) if path.is_file() else "missing"
+        if digest != pinned:
+            warnings.warn(f"{path} has sha256 {digest}, not the {pinned} this project's figures were measured "
+                          f"with; results will differ from the README's", stacklevel=2)
+        digests.append(digest)
+    return hashlib.sha256("".join(digests).encode()).hexdigest()[:10]
 
 
 @dataclass(frozen=True)
@@ -249,7 +279,7 @@ class EmojiViews:
         self.views, self.seed, self.recipe = views, seed, recipe
         self.size = len(self.emoji) * views if limit is None else min(limit, len(self.emoji) * views)
         content = hashlib.sha256("".join(self.emoji).encode()).hexdigest()[:10]
-        self.dataset_id = f"emoji-views-{content}-v{views}-s{seed}-{recipe.key()}-n{self.size}"
+        self.dataset_id = f"emoji-views-{data_fingerprint()}-{content}-v{views}-s{seed}-{recipe.key()}-n{self.size}"
 
     def __len__(self) -> int:
         return self.size
@@ -280,7 +310,7 @@ class EmojiClasses:
         self.labels = [c for c in range(len(self.class_list)) for _ in range(views)]
         slug = "+".join(GROUP_SLUGS[g] for g in groups)
         content = hashlib.sha256("".join(e.text for e in self.class_list).encode()).hexdigest()[:10]
-        self.dataset_id = f"emoji-{slug}-{split}-{content}-v{views}-s{seed}-{salt}-{recipe.key()}"
+        self.dataset_id = f"emoji-{slug}-{split}-{data_fingerprint()}-{content}-v{views}-s{seed}-{salt}-{recipe.key()}"
 
     def __len__(self) -> int:
         return len(self.labels)
