@@ -119,3 +119,27 @@ def mean_over_sets(per_set: dict[str, dict], langs: Sequence[str]) -> dict:
         out[lang] = m
     out["chance"] = sum(r["chance"]["zero_shot"] for r in per_set.values()) / len(per_set)
     return out
+
+
+def mean_fidelity(fid: dict[str, dict], langs: Sequence[str]) -> dict:
+    """The mean over sets of each fidelity figure (retention over the sets where the teacher beats chance)."""
+    out = {}
+    for lang in langs:
+        vals = [f[lang]["retention"] for f in fid.values() if f[lang]["retention"] is not None]
+        out[lang] = {"retention": sum(vals) / len(vals) if vals else None,
+                     "agreement": sum(f[lang]["agreement"] for f in fid.values()) / len(fid),
+                     "prototype_cosine": sum(f[lang]["prototype_cosine"] for f in fid.values()) / len(fid),
+                     **{k: sum(f[lang][k] for f in fid.values()) / len(fid)
+                        for k in ("image_tower_zero_shot", "text_tower_zero_shot")}}
+    out["image_cosine"] = sum(f["image_cosine"] for f in fid.values()) / len(fid)
+    xl = [f["cross_lingual_agreement"] for f in fid.values() if "cross_lingual_agreement" in f]
+    if xl:
+        out["cross_lingual_agreement"] = sum(xl) / len(xl)
+    return out
+
+
+def retention_of_means(student: dict, teacher: dict, langs: Sequence[str] = ("en", "zh")) -> dict:
+    """The headline: the student's share of the teacher's above-chance zero-shot accuracy, mean over the sets."""
+    chance = teacher["mean"]["chance"]
+    return {lang: (student["mean"][lang]["zero_shot"] - chance) / (teacher["mean"][lang]["zero_shot"] - chance)
+            for lang in langs}

@@ -40,8 +40,14 @@ def class_prototypes(encode_texts: EncodeTexts, classnames: Sequence[str], lang:
         if not templates or any("{c}" not in t for t in templates):
             raise ValueError(f"templates must be non-empty and each hold '{{c}}' for the class name: {list(templates)!r}")
         ps = [[t.replace("{c}", name) for t in list(templates)[:n_templates]] for name in classnames]
-    emb = F.normalize(encode_texts([p for row in ps for p in row]).float(), dim=-1)
-    return F.normalize(emb.reshape(len(ps), len(ps[0]), -1).mean(1), dim=-1)
+    return prompt_prototypes(encode_texts([p for row in ps for p in row]), len(ps[0]))
+
+
+def prompt_prototypes(prompt_embeddings: torch.Tensor, n_templates: int) -> torch.Tensor:
+    """[C*k, D] class-major prompt embeddings -> [C, D]: each class the normalized mean of its k unit-length
+    prompt embeddings. The one rule of the evaluator, the exporter's class embeddings and the report."""
+    emb = F.normalize(prompt_embeddings.float(), dim=-1)
+    return F.normalize(emb.reshape(-1, n_templates, emb.shape[-1]).mean(1), dim=-1)
 
 
 def topk_accuracy(image_emb: torch.Tensor, prototypes: torch.Tensor, labels: torch.Tensor,

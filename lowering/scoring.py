@@ -12,8 +12,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-import torch
-import torch.nn.functional as F
+from dcclip_mobile.zeroshot import prompt_prototypes
 
 PLACEHOLDER = "{c}"
 # One template per language: a phone re-embeds a label set with one text run per class and language.
@@ -44,10 +43,7 @@ def prompts(classnames: Sequence[str], templates: Sequence[str]) -> list[str]:
     return [fill(t, name) for name in classnames for t in templates]
 
 
-def prototypes(prompt_embeddings: torch.Tensor, n_templates: int) -> torch.Tensor:
-    """[C*k, D] class-major prompt embeddings -> [C, D] unit-length class prototypes."""
-    emb = F.normalize(prompt_embeddings.float(), dim=-1)
-    return F.normalize(emb.reshape(-1, n_templates, emb.shape[-1]).mean(1), dim=-1)
+prototypes = prompt_prototypes  # [C*k, D] class-major prompt embeddings -> [C, D], the library's one rule
 
 
 def manifest_templates(manifest: dict) -> dict[str, list[str]] | None:

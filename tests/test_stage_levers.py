@@ -39,8 +39,7 @@ def test_fixed_prefix_and_fixed_image_tower_do_not_move(tiny_student, tiny_token
 
 
 def test_image_lr_scale_zero_keeps_the_tower_as_it_was(tiny_student, tiny_tokenizer, tmp_path):
-    stage = DistillStage(tiny_student, 12, 20, tiny_student.cfg.embed_dim, DistillWeights())
-    stage.image_lr_scale = 0.0
+    stage = DistillStage(tiny_student, 12, 20, tiny_student.cfg.embed_dim, DistillWeights(), image_lr_scale=0.0)
     image_before, text_before = snapshot(tiny_student.image), snapshot(tiny_student.text)
     cfg = TrainConfig(steps=2, batch_size=4, warmup_steps=1, lr=1e-2)
     train(stage, distill_items(tiny_student), torch.utils.data.default_collate, tiny_tokenizer, cfg, tmp_path / "b")

@@ -20,7 +20,7 @@ from dcclip_mobile.checkpoint import load_student
 from dcclip_mobile.teachers import build_teacher
 from dcclip_mobile.teachers.cache import cache_image_features, cache_text_features, teacher_cache_dir
 
-from .cli import add_train_args, run_main, train_config_from_args
+from .cli import add_image_tower_args, add_train_args, run_main, train_config_from_args
 from .datasets import AlignSet, collate_skipping_bad
 from .loop import TrainConfig, train
 from .sources import add_image_source_args, image_source, student_preprocess
@@ -37,12 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="weight of 1-cos(student, teacher) image embeddings (needs --teacher)")
     ap.add_argument("--affinity-weight", type=float, default=0.0,
                     help="weight of the teacher's image-caption affinities over each batch (needs --teacher)")
-    ap.add_argument("--image-lr-scale", type=float, default=None,
-                    help="learning-rate factor of the image tower; 0 keeps it fixed (default 1)")
-    ap.add_argument("--affinity-scale", type=float, default=100.0)
     ap.add_argument("--text-distill-weight", type=float, default=0.0,
                     help="weight of 1-cos(student, teacher) caption embeddings (needs --teacher)")
-    ap.add_argument("--freeze-image-layers", type=int, default=0, help="first image layers kept fixed")
+    add_image_tower_args(ap, 0, "first image layers kept fixed")
     ap.add_argument("--teacher", default=None, help="teacher for --distill-weight / --affinity-weight")
     ap.add_argument("--cache", default=None)
     ap.add_argument("--no-label-positives", action="store_true",
@@ -75,8 +72,8 @@ def run(args: argparse.Namespace) -> Path:
                                                 cache)["embedding"]
     stage = AlignStage(student, args.distill_weight, label_aware=not args.no_label_positives,
                        affinity_weight=args.affinity_weight, affinity_scale=args.affinity_scale,
-                       frozen_image_layers=args.freeze_image_layers, text_distill_weight=args.text_distill_weight)
-    stage.image_lr_scale = args.image_lr_scale if args.image_lr_scale is not None else 1.0
+                       frozen_image_layers=args.freeze_image_layers, text_distill_weight=args.text_distill_weight,
+                       image_lr_scale=args.image_lr_scale)
     ckpt = train(stage, data, collate_skipping_bad, tokenizer, cfg, args.out, resume=args.resume,
                  desc="stage 2 align", extra_state={"init": str(args.init), "images": images.dataset_id})
     atomic_write_text(Path(args.out) / "stage.json", json.dumps(

@@ -27,6 +27,15 @@ def add_train_args(ap: argparse.ArgumentParser, defaults: TrainConfig) -> None:
     g.add_argument("--threads", type=int, default=0, help="torch threads per process (0: torch's default)")
 
 
+def add_image_tower_args(ap: argparse.ArgumentParser, freeze_default: int, freeze_help: str) -> None:
+    """How much of the image tower a stage trains, and the affinity term's scale: the options both stages share."""
+    g = ap.add_argument_group("image tower")
+    g.add_argument("--image-lr-scale", type=float, default=1.0,
+                   help="learning-rate factor of the image tower; 0 keeps it fixed, BatchNorm statistics included")
+    g.add_argument("--freeze-image-layers", type=int, default=freeze_default, help=freeze_help)
+    g.add_argument("--affinity-scale", type=float, default=100.0, help="logit scale of the affinity term")
+
+
 def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
     cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
     cfg.validate()

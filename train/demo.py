@@ -31,8 +31,9 @@ from dcclip_mobile.teachers.cache import teacher_cache_dir
 
 from . import align, distill
 from .cli import run_main
-from .heldout_eval import (MARKDOWN_HEADER, TeacherReference, evaluate_student_heldout, heldout_sets, markdown_rows,
-                           retention_of_means)
+from dcclip_mobile.heldout import retention_of_means
+
+from .heldout_eval import MARKDOWN_HEADER, TeacherReference, evaluate_student_heldout, heldout_sets, markdown_rows
 
 
 # What the held-out measurements chose (docs/design.md, "What inheriting the teacher took"): the inherited image

@@ -20,14 +20,14 @@ from dcclip_mobile.config import load_preset
 from dcclip_mobile.data.emoji import CLASS_GROUPS, class_emoji, emoji_present
 from dcclip_mobile.data.labels import bilingual_corpus
 from dcclip_mobile.models import DCCLIPStudent
-from dcclip_mobile.models.inherit import (InheritError, check_prunable, frozen_prefix_layers, identity_adapter_init, imagenet_bank_prompts,
+from dcclip_mobile.models.inherit import (check_prunable, is_prunable, frozen_prefix_layers, identity_adapter_init, imagenet_bank_prompts,
                                           imagenet_class_bank, inherit_efficientnet_lite0, inherit_imagenet_head,
                                           load_efficientnet_lite0)
 from dcclip_mobile.teachers import build_teacher
 from dcclip_mobile.teachers.cache import cache_image_features, cache_text_features, teacher_cache_dir
 from dcclip_mobile.tokenizer import BilingualTokenizer, train_tokenizer
 
-from .cli import add_train_args, run_main, train_config_from_args
+from .cli import add_image_tower_args, add_train_args, run_main, train_config_from_args
 from .datasets import DistillSet
 from .loop import TrainConfig, train
 from .sources import add_image_source_args, image_source, student_preprocess
@@ -48,11 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--inherit", default="auto", choices=["auto", "efficientnet-lite0", "none"],
                     help="start the image tower as a pruned pretrained EfficientNet-Lite0 (auto: when the preset "
                          "is built for it, e.g. small-lite)")
-    ap.add_argument("--freeze-image-layers", type=int, default=-1,
-                    help="image layers kept fixed (-1: auto = an inherited tower's layers above 1/16 resolution, else 0)")
-    ap.add_argument("--image-lr-scale", type=float, default=None,
-                    help="learning-rate factor of the image tower; 0 keeps it as inherited (default 1)")
-    ap.add_argument("--affinity-scale", type=float, default=100.0, help="logit scale of the affinity term")
+    add_image_tower_args(ap, -1, "first image layers kept fixed (-1: an inherited tower's layers above 1/16 "
+                                 "resolution, else 0)")
     ap.add_argument("--image-size", type=int, help="override the preset's student input size")
     ap.add_argument("--vocab-size", type=int, help="tokenizer vocabulary bound (default: the preset's)")
     ap.add_argument("--cache", default=None, help="teacher feature cache (default: $DCCLIP_CACHE/teacher_features)")
@@ -97,10 +94,10 @@ def run(args: argparse.Namespace) -> Path:
     teacher_images = cache_image_features(teacher, images.image, len(images), images.dataset_id, cache)
     teacher_texts = cache_text_features(teacher, corpus, f"corpus-{len(corpus)}", cache)
     weights = DistillWeights(**{k: getattr(args, f"w_{k}") for k in vars(DistillWeights())})
+    frozen = args.freeze_image_layers if args.freeze_image_layers >= 0 else \
+        0 if head_channels is None else frozen_prefix_layers(student.cfg.image)
     stage = DistillStage(student, teacher.feature_channels, teacher.text_feature_dim, teacher.embed_dim, weights,
-                         args.affinity_scale, args.freeze_image_layers if args.freeze_image_layers >= 0
-                         else 0 if head_channels is None else frozen_prefix_layers(student.cfg.image))
-    stage.image_lr_scale = args.image_lr_scale if args.image_lr_scale is not None else 1.0
+                         args.affinity_scale, frozen, args.image_lr_scale)
     if head_channels is not None and teacher.teacher_id.startswith("offline"):
         # the offline teacher's map is Lite0's own head: the adapter starts as the identity on the kept channels
         identity_adapter_init(stage.image_adapter.conv, head_channels)
@@ -113,7 +110,7 @@ def run(args: argparse.Namespace) -> Path:
     return ckpt
 
 
-def corpus_classnames(seed: int) -> dict[str, list[str]] | None:
+def corpus_classnames(seed: int) -> dict[str, list[str]]:
     """The names the corpus leans on: the seen emoji classes (what stage 2 aligns on), never a held-out class;
     without the emoji data, none (ImageNet prompts only)."""
     if not emoji_present():
@@ -126,15 +123,9 @@ def corpus_classnames(seed: int) -> dict[str, list[str]] | None:
 
 def inherit_weights(mode: str, student: DCCLIPStudent, teacher, cache) -> torch.Tensor | None:
     """Weight inheritance (models/inherit.py); returns the kept Lite0 head channels, or None when not inheriting."""
-    prunable = True
-    try:
-        check_prunable(student.cfg.image)
-    except InheritError:
-        if mode == "efficientnet-lite0":
-            raise
-        prunable = False
-    if mode == "none" or not prunable:
+    if mode == "none" or (mode == "auto" and not is_prunable(student.cfg.image)):
         return None
+    check_prunable(student.cfg.image)  # asked for by name: a clear error when the preset cannot inherit
     lite0 = load_efficientnet_lite0()
     kept = inherit_efficientnet_lite0(student.image.features, student.cfg.image, lite0)["head_channels"]
     if student.cfg.image.head_anchors:

@@ -21,7 +21,8 @@ from dcclip_mobile.checkpoint import load_student
 from dcclip_mobile.data.emoji import CLASS_GROUPS, GROUP_SLUGS, EmojiClasses
 from dcclip_mobile.data.fashion_mnist import FashionMNIST, fashion_mnist_present
 from dcclip_mobile.data.labels import LANGS
-from dcclip_mobile.heldout import HeldoutSet, fidelity, mean_over_sets, prototypes, public, score
+from dcclip_mobile.heldout import (HeldoutSet, fidelity, mean_fidelity, mean_over_sets, prototypes, public,
+                                   retention_of_means, score)
 from dcclip_mobile.teachers import build_teacher
 from dcclip_mobile.teachers.cache import cache_image_features, cache_text_features, teacher_cache_dir
 from dcclip_mobile.zeroshot import embed_images, student_text_encoder
@@ -84,30 +85,7 @@ def evaluate_student_heldout(model, tokenizer, ref: TeacherReference) -> dict:
             fid[s.name][lang]["text_tower_zero_shot"] = text_side[lang]["zero_shot"]
         per_set[s.name] = public(r)
     return {"sets": per_set, "mean": mean_over_sets(per_set, ref.langs), "fidelity": fid,
-            "fidelity_mean": _mean_fidelity(fid, ref.langs), "wall_s": time.perf_counter() - t}
-
-
-def _mean_fidelity(fid: dict[str, dict], langs) -> dict:
-    out = {}
-    for lang in langs:
-        vals = [f[lang]["retention"] for f in fid.values() if f[lang]["retention"] is not None]
-        out[lang] = {"retention": sum(vals) / len(vals) if vals else None,
-                     "agreement": sum(f[lang]["agreement"] for f in fid.values()) / len(fid),
-                     "prototype_cosine": sum(f[lang]["prototype_cosine"] for f in fid.values()) / len(fid),
-                     **{k: sum(f[lang][k] for f in fid.values()) / len(fid)
-                        for k in ("image_tower_zero_shot", "text_tower_zero_shot")}}
-    out["image_cosine"] = sum(f["image_cosine"] for f in fid.values()) / len(fid)
-    xl = [f["cross_lingual_agreement"] for f in fid.values() if "cross_lingual_agreement" in f]
-    if xl:
-        out["cross_lingual_agreement"] = sum(xl) / len(xl)
-    return out
-
-
-def retention_of_means(student: dict, teacher: dict, langs=LANGS) -> dict:
-    """The headline: the student's share of the teacher's above-chance zero-shot accuracy, mean over the sets."""
-    chance = teacher["mean"]["chance"]
-    return {lang: (student["mean"][lang]["zero_shot"] - chance) / (teacher["mean"][lang]["zero_shot"] - chance)
-            for lang in langs}
+            "fidelity_mean": mean_fidelity(fid, ref.langs), "wall_s": time.perf_counter() - t}
 
 
 def markdown_rows(name: str, result: dict, langs=LANGS) -> list[str]:

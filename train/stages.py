@@ -42,7 +42,14 @@ def image_forward(student: DCCLIPStudent, pixel_values: torch.Tensor, k: int) ->
 
 
 class FrozenPrefixStage(StageModule):
+    """A stage whose image tower may be partly (a prefix) or wholly (image_lr_scale 0) fixed."""
     frozen_image_layers: int = 0
+
+    def fix_image_tower(self, frozen_layers: int, lr_scale: float) -> None:
+        if not lr_scale >= 0:
+            raise ValueError(f"image_lr_scale must be >= 0, got {lr_scale}")
+        self.frozen_image_layers = freeze_image_prefix(self.student, frozen_layers)
+        self.image_lr_scale = lr_scale
 
     def train(self, mode: bool = True) -> "FrozenPrefixStage":
         super().train(mode)
@@ -78,7 +85,7 @@ class DistillStage(FrozenPrefixStage):
 
     def __init__(self, student: DCCLIPStudent, teacher_map_channels: int, teacher_text_dim: int,
                  teacher_embed_dim: int, weights: DistillWeights, affinity_scale: float = 100.0,
-                 frozen_image_layers: int = 0):
+                 frozen_image_layers: int = 0, image_lr_scale: float = 1.0):
         super().__init__()
         weights.validate()
         self.student = student
@@ -87,7 +94,7 @@ class DistillStage(FrozenPrefixStage):
         self.weights = weights
         self.embedding_terms = student.cfg.embed_dim == teacher_embed_dim
         self.affinity_scale = affinity_scale
-        self.frozen_image_layers = freeze_image_prefix(student, frozen_image_layers)
+        self.fix_image_tower(frozen_image_layers, image_lr_scale)
 
     def forward(self, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
         w = self.weights
@@ -122,7 +129,7 @@ class AlignStage(FrozenPrefixStage):
 
     def __init__(self, student: DCCLIPStudent, distill_weight: float = 0.0, label_aware: bool = True,
                  affinity_weight: float = 0.0, affinity_scale: float = 100.0, frozen_image_layers: int = 0,
-                 text_distill_weight: float = 0.0):
+                 text_distill_weight: float = 0.0, image_lr_scale: float = 1.0):
         super().__init__()
         for name, v in (("distill_weight", distill_weight), ("affinity_weight", affinity_weight),
                         ("text_distill_weight", text_distill_weight)):
@@ -132,7 +139,7 @@ class AlignStage(FrozenPrefixStage):
         self.distill_weight, self.affinity_weight, self.affinity_scale = distill_weight, affinity_weight, affinity_scale
         self.text_distill_weight = text_distill_weight
         self.label_aware = label_aware
-        self.frozen_image_layers = freeze_image_prefix(student, frozen_image_layers)
+        self.fix_image_tower(frozen_image_layers, image_lr_scale)
 
     def forward(self, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
         _, img = image_forward(self.student, batch["pixel_values"], self.frozen_image_layers)

@@ -336,8 +336,8 @@ def write_elevater(out: str | Path, groups=CLASS_GROUPS, split: str = "unseen", 
     for g in ((groups,) if isinstance(groups, str) else groups):
         ds = EmojiClasses(g, split, views, seed)
         root = Path(out) / f"emoji-{GROUP_SLUGS[g]}-{split}"
+        root.mkdir(parents=True, exist_ok=True)
         for lang, fname in (("en", "label.txt"), ("zh", "label_cn.txt")):
-            root.mkdir(parents=True, exist_ok=True)
             (root / fname).write_text("".join(n + "\n" for n in ds.classes[lang]), encoding="utf-8")
         width = max(3, math.ceil(math.log10(len(ds.class_list) + 1)))
         for i in range(len(ds)):

@@ -58,6 +58,14 @@ def check_prunable(cfg: ImageStudentConfig) -> None:
                            " (use a preset built for inheritance, e.g. 'small-lite')")
 
 
+def is_prunable(cfg: ImageStudentConfig) -> bool:
+    try:
+        check_prunable(cfg)
+    except InheritError:
+        return False
+    return True
+
+
 def _copy_conv_bn(dst: nn.Sequential, conv: nn.Conv2d, bn: nn.BatchNorm2d, out_idx: torch.Tensor,
                   in_idx: torch.Tensor | None) -> None:
     w = conv.weight.detach()[out_idx]
