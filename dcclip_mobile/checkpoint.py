@@ -16,7 +16,7 @@ from pathlib import Path
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .atomic import atomic_directory
+from .atomic import atomic_directory, recover_directory
 from .config import ConfigError, StudentConfig
 from .models import DCCLIPStudent
 from .tokenizer import JSON_FILE, MODEL_FILE, BilingualTokenizer, TokenizerError
@@ -59,6 +59,9 @@ def write_student_files(model: DCCLIPStudent, tokenizer: BilingualTokenizer, dir
 def load_student(directory: str | Path, map_location: str = "cpu") -> tuple[DCCLIPStudent, BilingualTokenizer]:
     """Validate and load a checkpoint directory; the model is returned in eval mode."""
     directory = Path(directory)
+    if not directory.exists():
+        # a save killed between its two renames left the previous checkpoint as .<name>.old-*: put it back
+        directory = recover_directory(directory) or directory
     if not directory.is_dir():
         raise CheckpointError(f"checkpoint directory {str(directory)!r} does not exist; make one with "
                               "`python -m train.demo` or `python -m train.distill`")
@@ -99,8 +102,19 @@ def load_student(directory: str | Path, map_location: str = "cpu") -> tuple[DCCL
         raise CheckpointError(
             f"tokenizer in {str(directory)!r} ({tokenizer.vocab_size} pieces, context {tokenizer.context_length}) "
             f"does not fit the text student (vocab {cfg.text.vocab_size}, context {cfg.text.context_length})")
+    bad = [f"{k} ({_non_finite(v)})" for k, v in state.items() if v.is_floating_point() and not bool(v.isfinite().all())]
+    if bad:
+        raise CheckpointError(f"{str(directory / WEIGHTS_FILE)!r} has non-finite weights (NaN or infinity) in "
+                              f"{_few(bad)}: the training that wrote it diverged; use an earlier checkpoint")
     model.load_state_dict(state)
     return model.to(map_location).eval(), tokenizer
+
+
+def _non_finite(t) -> str:
+    nan = int(t.isnan().sum())
+    inf = int(t.isinf().sum())
+    return ", ".join(x for x in (f"{nan} NaN" if nan else "", f"{inf} infinite" if inf else "") if x) + \
+        f" of {t.numel()}"
 
 
 def _few(items: list[str], n: int = 5) -> str:
