@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -88,12 +89,10 @@ class StudentConfig:
             raise ConfigError(
                 f"student config format_version is {version!r}; this dcclip-mobile reads version "
                 f"{CONFIG_FORMAT_VERSION}. Re-export the checkpoint with a matching dcclip-mobile version.")
-        try:
-            image = ImageStudentConfig(**_tuples(d.pop("image")))
-            text = TextStudentConfig(**d.pop("text"))
-            cfg = cls(image=image, text=text, **d)
-        except (TypeError, KeyError) as e:
-            raise ConfigError(f"student config is malformed: {e}") from None
+        _check_types(cls, d, "")
+        image = ImageStudentConfig(**_tuples(d.pop("image")))
+        text = TextStudentConfig(**d.pop("text"))
+        cfg = cls(image=image, text=text, **d)
         cfg.validate()
         return cfg
 
@@ -119,6 +118,52 @@ class StudentConfig:
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n")
+
+
+# what each annotation of the config dataclasses accepts from JSON (bool is never a number here)
+def _is_number(v: object) -> bool:
+    return type(v) in (int, float) and math.isfinite(v)
+
+
+_KINDS = {
+    "int": ("an integer", lambda v: type(v) is int),
+    "float": ("a finite number", _is_number),
+    "str": ("a string", lambda v: isinstance(v, str)),
+    "list[list[float]]": ("a list of lists of numbers",
+                          lambda v: isinstance(v, list) and all(isinstance(r, list) and all(map(_is_number, r))
+                                                                for r in v)),
+    "tuple[float, float, float]": ("a list of 3 numbers",
+                                   lambda v: isinstance(v, (list, tuple)) and len(v) == 3 and all(map(_is_number, v))),
+}
+_NESTED = {"ImageStudentConfig": ImageStudentConfig, "TextStudentConfig": TextStudentConfig}
+
+
+def _check_types(cls, d: object, prefix: str) -> None:
+    """Every key known, every required key present, every value of its field's type: a ConfigError naming
+    the key otherwise (never a coercion: "64" is not 64, null is not a default)."""
+    where = prefix.rstrip(".") or "the config"
+    if not isinstance(d, dict):
+        raise ConfigError(f"student config {where} must be a JSON object, got {type(d).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - set(fields))
+    if unknown:
+        raise ConfigError(f"student config has unknown key(s) {', '.join(prefix + k for k in unknown)}; "
+                          f"{where} accepts {', '.join(fields)}")
+    for name, f in fields.items():
+        key = prefix + name
+        if name not in d:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise ConfigError(f"student config lacks {key!r}")
+            continue
+        value, kind = d[name], str(f.type)
+        if kind in _NESTED:
+            _check_types(_NESTED[kind], value, key + ".")
+            continue
+        described, ok = _KINDS[kind]
+        if not ok(value):
+            shown = json.dumps(value, default=repr)[:80]
+            raise ConfigError(f"student config key {key!r} must be {described}, got {shown} ({type(value).__name__}); "
+                              "fix config.json or re-export the checkpoint")
 
 
 def _tuples(image: dict) -> dict:
@@ -149,5 +194,9 @@ def load_config(path_or_preset: str | Path) -> StudentConfig:
     if p.suffix == ".json" or p.is_file():
         if not p.is_file():
             raise ConfigError(f"config file {str(p)!r} does not exist")
-        return StudentConfig.from_dict(json.loads(p.read_text()))
+        try:
+            d = json.loads(p.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ConfigError(f"config file {str(p)!r} is not valid JSON: {e}") from None
+        return StudentConfig.from_dict(d)
     return load_preset(str(path_or_preset))

@@ -13,6 +13,9 @@ The rule, exactly (the bundle manifest states it and the apps reimplement it):
 from __future__ import annotations
 
 import dataclasses
+import struct
+import warnings
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,10 +24,16 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 RESIZE_RULE = "shorter_side_bicubic_then_center_crop"
+# The most pixels (width x height, as the file's header states them) an image may have: 100 megapixels, about
+# 300 MB once decoded to RGB. Larger ones are refused before any pixel is decoded (a 50000 x 50000 PNG of a few
+# bytes would take 7.5 GB): decompression bombs. Pillow's own check (Image.MAX_IMAGE_PIXELS, 89.5 MP: a
+# warning, an error above twice that) is replaced by this one for the files load_image reads.
+MAX_IMAGE_PIXELS = 100_000_000
 
 
 class ImageLoadError(ValueError):
-    """A file is not a readable image (missing, empty, truncated, or another format)."""
+    """A file is not a readable image (missing, empty, truncated, another format, or one that must not be
+    decoded: more than MAX_IMAGE_PIXELS pixels)."""
 
 
 @dataclass(frozen=True)
@@ -85,14 +94,33 @@ def load_image(path: str | Path) -> Image.Image:
     if path.stat().st_size == 0:
         raise ImageLoadError(f"image file {str(path)!r} is empty (0 bytes)")
     try:
-        with Image.open(path) as img:
-            img.load()
+        with warnings.catch_warnings():
+            # between Pillow's limit and twice it Pillow only warns: the size check below decides instead
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img_file = Image.open(path)
+        with img_file as img:
+            w, h = img.size
+            if w * h > MAX_IMAGE_PIXELS:
+                raise ImageLoadError(f"image file {str(path)!r} states {w} x {h} = {w * h:,} pixels, more than "
+                                     f"MAX_IMAGE_PIXELS ({MAX_IMAGE_PIXELS:,}): refused undecoded (a "
+                                     "decompression bomb, or an image to downscale first)")
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                img.load()
             img = ImageOps.exif_transpose(img)
             return to_rgb(img)
+    except ImageLoadError:
+        raise
+    except Image.DecompressionBombError as e:
+        raise ImageLoadError(f"image file {str(path)!r} is refused undecoded: more pixels than Pillow allows "
+                             f"({e}); MAX_IMAGE_PIXELS is {MAX_IMAGE_PIXELS:,}") from None
     except UnidentifiedImageError:
         raise ImageLoadError(f"{str(path)!r} is not an image Pillow can read") from None
-    except (OSError, SyntaxError) as e:
+    except (OSError, SyntaxError, EOFError) as e:
         raise ImageLoadError(f"image file {str(path)!r} is truncated or corrupt: {e}") from None
+    except (ValueError, TypeError, IndexError, KeyError, MemoryError, struct.error, zlib.error) as e:
+        # what Pillow's decoders raise on malformed data
+        raise ImageLoadError(f"image file {str(path)!r} cannot be decoded ({type(e).__name__}: {e})") from None
 
 
 def resized_shape(width: int, height: int, size: int) -> tuple[int, int]:
