@@ -9,6 +9,12 @@ Normalization is done here, in plain Python, before SentencePiece sees the text 
 trained with the identity rule). The rule is small enough to port: Unicode NFKC, lower case, every run of
 whitespace to one space, strip. NFKC is what makes full-width punctuation and letters ("，", "Ａ") the same
 tokens as their ASCII forms.
+
+Lone surrogates (a JSON "\\ud800" with no partner: text that is not valid Unicode) have one rule, in every
+port: before normalization each becomes U+FFFD (the replacement character), which byte fallback then
+encodes as its UTF-8 bytes. In Python every surrogate code point in a str is lone (json pairs the valid ones);
+in Java a surrogate char not part of a high+low pair; Swift's String cannot hold one (decoding UTF-16
+already applies the rule).
 """
 from __future__ import annotations
 
@@ -32,6 +38,8 @@ JSON_FILE = "tokenizer.json"
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 NORMALIZATION = {"unicode": "NFKC", "lowercase": True, "collapse_whitespace": True, "strip": True}
 _WHITESPACE = re.compile(r"\s+")
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+LONE_SURROGATES = "each lone surrogate becomes U+FFFD before normalization"
 
 
 class TokenizerError(ValueError):
@@ -39,7 +47,9 @@ class TokenizerError(ValueError):
 
 
 def normalize(text: str) -> str:
-    """The normalization rule of tokenizer.json ("normalization"), as code."""
+    """The normalization rule of tokenizer.json ("normalization"), as code; lone surrogates first become
+    U+FFFD (tokenizer.json "lone_surrogates")."""
+    text = _LONE_SURROGATE.sub("\ufffd", text)
     text = unicodedata.normalize("NFKC", text).lower()
     return _WHITESPACE.sub(" ", text).strip()
 
@@ -108,6 +118,7 @@ class BilingualTokenizer:
             "context_length": self.context_length,
             "special_ids": {"pad": self.pad_id, "unk": self.unk_id, "bos": self.bos_id, "eos": self.eos_id},
             "normalization": NORMALIZATION,
+            "lone_surrogates": LONE_SURROGATES,
             # How SentencePiece turns normalized text into pieces, for the ports: a "▁" is put before
             # the text and replaces every space; a character no piece covers becomes its UTF-8 bytes,
             # each the piece "<0xAB>"; segmentation is the maximum-score (Viterbi) path over pieces.

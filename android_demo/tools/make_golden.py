@@ -137,6 +137,36 @@ def checksum(x: torch.Tensor) -> dict:
             "sum": float(x.sum()), "first": [float(v) for v in x.flatten()[:8]]}
 
 
+def _utf16(*parts: str | int) -> list[int]:
+    """UTF-16 code units: strings as they encode, ints as single (surrogate) units."""
+    out: list[int] = []
+    for part in parts:
+        if isinstance(part, int):
+            out.append(part)
+        else:
+            data = part.encode("utf-16-le")
+            out += [int.from_bytes(data[k:k + 2], "little") for k in range(0, len(data), 2)]
+    return out
+
+
+# Lone surrogates (text that is not valid Unicode, e.g. a JSON "\\ud800"), as UTF-16 code units so that no JSON
+# parser has to hold them in a string: the tokenizer's one rule (each becomes U+FFFD before normalization).
+SURROGATE_TEXTS = [_utf16("a", 0xD800, "b"), _utf16(0xDFFF), _utf16("x", 0xD800, 0xD800, "y"), _utf16("end ", 0xD83D),
+                   _utf16(0xDE00, " start"), _utf16("ok ", 0xD83D, 0xDE00, " pair"), _utf16("一张", 0xDC00, "照片"),
+                   _utf16(0xDBFF, 0xDBFF, 0xDFFF)]
+
+
+def surrogate_cases(tok: BilingualTokenizer) -> list[dict]:
+    out = []
+    for units in SURROGATE_TEXTS:
+        # surrogatepass: a valid high+low pair decodes to one character, a lone surrogate stays one code point
+        text = b"".join(u.to_bytes(2, "little") for u in units).decode("utf-16-le", "surrogatepass")
+        enc = tok([text])
+        out.append({"utf16": units, "normalized": normalize(text), "ids": tok.encode(text),
+                    "input_ids": enc["input_ids"][0].tolist(), "attention_mask": enc["attention_mask"][0].tolist()})
+    return out
+
+
 def stress_tokenizer(out: Path) -> BilingualTokenizer:
     """A second, larger vocabulary (many competing multi-character pieces) to exercise the segmentation."""
     tok = train_tokenizer(CORPUS * 4 + TEXTS + random_texts(3000, seed=99), vocab_size=3000, context_length=32)
@@ -243,6 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     pre = ImagePreprocess(p["size"], tuple(p["mean"]), tuple(p["std"]), p["resize"])
     cases = {"format_version": 1, "bundle": str(bundle), "context_length": tok.context_length,
              "tokenizer": tokenizer_cases(tok), "tokenizer_stress": tokenizer_cases(stress_tokenizer(out), 400),
+             "tokenizer_surrogates": surrogate_cases(tok),
              "preprocess": preprocess_cases(pre, out), "alpha": alpha_cases(),
              "scoring": scoring_cases(bundle, manifest, golden)}
     (out / "cases.json").write_text(json.dumps(cases, ensure_ascii=False, indent=1) + "\n")

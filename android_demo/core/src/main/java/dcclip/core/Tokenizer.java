@@ -16,6 +16,8 @@ import java.util.Map;
  * {@code dcclip_mobile.tokenizer.BilingualTokenizer} id for id:
  *
  * <ol>
+ *   <li>lone surrogates: each surrogate char not part of a high+low pair becomes U+FFFD (the one rule of every
+ *       port: dcclip_mobile/tokenizer.py, tokenizer.json "lone_surrogates");
  *   <li>normalize: Unicode NFKC, lower case, every run of whitespace (Python's {@code \s}) to one space, strip;
  *   <li>SentencePiece (identity rule): "▁" before the text, every space to "▁";
  *   <li>unigram segmentation: the maximum-score path over the "normal" pieces, computed as SentencePiece's
@@ -201,9 +203,38 @@ public final class Tokenizer {
         return Arrays.binarySearch(PY_WHITESPACE, cp) >= 0;
     }
 
-    /** The normalization rule of tokenizer.json: NFKC, lower case, whitespace runs to one space, strip. */
+    /**
+     * Each lone surrogate (a high surrogate not followed by a low one, a low one not preceded by a high one)
+     * replaced by U+FFFD, as the Python tokenizer does before normalizing (UTF-8 has no encoding for them).
+     */
+    public static String replaceLoneSurrogates(String text) {
+        StringBuilder b = null;
+        int n = text.length();
+        for (int k = 0; k < n; k++) {
+            char c = text.charAt(k);
+            boolean lone = false;
+            if (Character.isHighSurrogate(c)) {
+                if (k + 1 < n && Character.isLowSurrogate(text.charAt(k + 1))) {
+                    if (b != null) b.append(c).append(text.charAt(k + 1));
+                    k++;
+                    continue;
+                }
+                lone = true;
+            } else if (Character.isLowSurrogate(c)) {
+                lone = true; // a low surrogate whose high one was consumed would have been skipped above
+            }
+            if (lone && b == null) b = new StringBuilder(n).append(text, 0, k);
+            if (b != null) b.append(lone ? '\uFFFD' : c);
+        }
+        return b == null ? text : b.toString();
+    }
+
+    /**
+     * The normalization rule of tokenizer.json: lone surrogates to U+FFFD, then NFKC, lower case, whitespace
+     * runs to one space, strip.
+     */
     public static String normalize(String text) {
-        String s = lowerCase(Normalizer.normalize(text, Normalizer.Form.NFKC));
+        String s = lowerCase(Normalizer.normalize(replaceLoneSurrogates(text), Normalizer.Form.NFKC));
         StringBuilder b = new StringBuilder(s.length());
         boolean pendingSpace = false;
         for (int k = 0; k < s.length(); ) {

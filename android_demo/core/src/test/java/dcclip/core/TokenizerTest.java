@@ -155,6 +155,35 @@ public class TokenizerTest {
         }
     }
 
+    /** Lone surrogates: each becomes U+FFFD before normalization, in Java as in Python (cases.json). */
+    @Test
+    public void loneSurrogatesBecomeTheReplacementCharacterAsInPython() {
+        Tokenizer tok = bundleTokenizer();
+        List<String> failures = new ArrayList<>();
+        int n = 0;
+        for (Object o : Golden.list("tokenizer_surrogates")) {
+            Map<String, Object> c = Json.obj(o, "tokenizer_surrogates");
+            int[] units = Json.ints(c.get("utf16"), "utf16");
+            char[] chars = new char[units.length];
+            for (int k = 0; k < units.length; k++) chars[k] = (char) units[k];
+            String text = new String(chars);
+            n++;
+            if (!Tokenizer.normalize(text).equals(c.get("normalized"))) {
+                failures.add("normalize(" + Arrays.toString(units) + ") = " + Json.write(Tokenizer.normalize(text))
+                        + ", Python: " + Json.write(c.get("normalized")));
+            } else if (!Arrays.equals(tok.encode(text), Json.ints(c.get("ids"), "ids"))
+                    || !Arrays.equals(tok.encodePadded(text).inputIds, Golden.longs(c.get("input_ids")))) {
+                failures.add("encode(" + Arrays.toString(units) + ") = " + Arrays.toString(tok.encode(text))
+                        + ", Python: " + Json.write(c.get("ids")));
+            }
+        }
+        assertTrue("surrogate cases", n >= 8);
+        assertTrue(String.join("\n", failures), failures.isEmpty());
+        assertArrayEquals(tok.encode("a\uFFFDb"), tok.encode("a\uD800b"));
+        assertEquals("ok \uD83D\uDE00", Tokenizer.replaceLoneSurrogates("ok \uD83D\uDE00")); // a valid pair stays
+        assertEquals("\uFFFD\uFFFDx", Tokenizer.replaceLoneSurrogates("\uDE00\uD83Dx"));
+    }
+
     @Test
     public void normalizationRule() {
         assertEquals("a b c", Tokenizer.normalize("  A\t\u3000B\n\u00a0 c  "));
