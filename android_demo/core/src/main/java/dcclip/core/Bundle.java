@@ -65,8 +65,9 @@ public final class Bundle {
 
     private Bundle(Manifest m) {
         manifest = m;
-        tokenizer = Tokenizer.load(m.file(m.tokenizerJson));
-        String w = m.file(m.tokenizerJson).getPath();
+        File tokenizerFile = m.file(m.tokenizerJson, "manifest text.tokenizer.json");
+        tokenizer = Tokenizer.load(tokenizerFile);
+        String w = tokenizerFile.getPath();
         if (tokenizer.contextLength != m.contextLength) {
             throw new BundleException(w + " has context_length " + tokenizer.contextLength + " but the manifest says "
                     + m.contextLength + ": the two do not belong together");
@@ -83,7 +84,7 @@ public final class Bundle {
         if (m.classEmbeddingsFile == null) {
             classes = null;
         } else {
-            File f = m.file(m.classEmbeddingsFile);
+            File f = m.file(m.classEmbeddingsFile, "manifest class_embeddings.file");
             classes = new ClassEmbeddings(Json.obj(parseFile(f), f.getPath()), f.getPath(), m.embedDim);
         }
     }

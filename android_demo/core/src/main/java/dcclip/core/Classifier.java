@@ -121,12 +121,14 @@ public final class Classifier {
 
     public static GoldenParity goldenParity(Bundle bundle, Encoders encoders, Decoder decoder) throws Exception {
         Manifest m = bundle.manifest;
-        Map<String, Object> g = Json.obj(Bundle.parseFile(m.file(m.golden)), m.golden);
+        Map<String, Object> g = Json.obj(Bundle.parseFile(m.file(m.golden, "manifest golden")), m.golden);
         GoldenParity out = new GoldenParity();
         if (decoder != null) {
-            for (Object o : Json.arr(g.get("images"), "golden images")) {
-                Map<String, Object> img = Json.obj(o, "golden image");
-                Pixels px = decoder.decode(m.file(Json.str(img.get("file"), "golden image file")));
+            List<Object> images = Json.arr(g.get("images"), "golden images");
+            for (int k = 0; k < images.size(); k++) {
+                Map<String, Object> img = Json.obj(images.get(k), "golden image");
+                String what = "golden.json images[" + k + "].file";
+                Pixels px = decoder.decode(m.file(Json.str(img.get("file"), what), what));
                 out.imageDevice.add(encoders.encodeImage(bundle.preprocessor.preprocessArgb(px.argb, px.width, px.height)));
                 out.imageReference.add(Json.floats(img.get("embedding"), "golden image embedding"));
             }

@@ -47,9 +47,10 @@ public final class DeviceBenchmark {
             if (enc != null) loaded.put(a.file, enc);
         }
         // one input per tower: the first golden image and text
-        Map<String, Object> g = Json.obj(Bundle.parseFile(m.file(m.golden)), m.golden);
+        Map<String, Object> g = Json.obj(Bundle.parseFile(m.file(m.golden, "manifest golden")), m.golden);
         Map<String, Object> img0 = Json.obj(Json.arr(g.get("images"), "golden images").get(0), "golden image");
-        Classifier.Pixels px = decoder.decode(m.file(Json.str(img0.get("file"), "file")));
+        String what = "golden.json images[0].file";
+        Classifier.Pixels px = decoder.decode(m.file(Json.str(img0.get("file"), what), what));
         float[] pixels = bundle.preprocessor.preprocessArgb(px.argb, px.width, px.height);
         Map<String, Object> t0 = Json.obj(Json.arr(g.get("texts"), "golden texts").get(0), "golden text");
         Tokenizer.Encoding ids = bundle.tokenizer.encodePadded(Json.str(t0.get("text"), "text"));

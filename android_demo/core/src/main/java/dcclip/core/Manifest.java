@@ -16,7 +16,14 @@ import java.util.TreeMap;
  * A bundle's manifest.json (schema: dcclip_mobile/bundle_manifest.py), read and checked: the format version
  * must be the one this app knows, every required key present, the image preprocessing one this app
  * implements, and (by {@link #verifyFiles}) every listed file on disk with its size and sha256, nothing
- * unlisted. The app trusts nothing the manifest does not state.
+ * unlisted, no symbolic link. The app trusts nothing the manifest does not state.
+ *
+ * <p>The path rule (the same in dcclip_mobile/bundle_manifest.py and the Swift core): every path the manifest
+ * or golden.json names (text.tokenizer.json/model, class_embeddings.file, golden, golden.json's images[].file,
+ * each artifact's file) must be a relative path whose "/"-separated segments are neither empty, "." nor ".."
+ * (no leading "/", no "\\", no NUL), must be listed in the file table with its sha256 (an .mlpackage directory:
+ * the files under it), and must not resolve outside the bundle. {@link #file(String, String)} checks it before
+ * anything is opened; error messages name the manifest's value, never a file's contents.
  */
 public final class Manifest {
     public static final int FORMAT_VERSION = 1;
@@ -60,6 +67,7 @@ public final class Manifest {
     public final int padId, unkId, bosId, eosId;
     public final int vocabSize;
     public final String tokenizerJson;
+    public final String tokenizerModel; // null when the manifest names none
     public final String golden;
     public final String classEmbeddingsFile; // null when the bundle has none
     public final List<Artifact> artifacts = new ArrayList<>();
@@ -143,6 +151,7 @@ public final class Manifest {
         eosId = (int) Json.integer(Json.get(sp, "eos", w), w + " eos");
         Map<String, Object> tok = Json.obj(Json.get(text, "tokenizer", w), w + " tokenizer");
         tokenizerJson = Json.str(Json.get(tok, "json", w + " tokenizer"), w + " tokenizer.json");
+        tokenizerModel = tok.containsKey("model") ? Json.str(tok.get("model"), w + " tokenizer.model") : null;
 
         golden = Json.str(m.get("golden"), where + " golden");
         Object ce = m.get("class_embeddings");
@@ -157,15 +166,66 @@ public final class Manifest {
         Map<String, Map<String, Object>> ft = new TreeMap<>();
         for (Map.Entry<String, Object> e : table.entrySet()) {
             String rel = e.getKey();
-            if (rel.startsWith("/") || rel.contains("\\") || ("/" + rel + "/").contains("/../")) {
-                throw new BundleException(where + " lists the file \"" + rel + "\", which is outside the bundle");
+            if (!isRelativeInside(rel)) {
+                throw new BundleException(where + " lists the file " + show(rel) + ", which is outside the bundle");
             }
-            Map<String, Object> entry = Json.obj(e.getValue(), where + " files[" + rel + "]");
-            Json.str(Json.get(entry, "sha256", where + " files[" + rel + "]"), "sha256");
-            Json.integer(Json.get(entry, "size_bytes", where + " files[" + rel + "]"), "size_bytes");
+            String ew = where + " files[" + show(rel) + "]";
+            Map<String, Object> entry = Json.obj(e.getValue(), ew);
+            String sha = Json.str(Json.get(entry, "sha256", ew), ew + " sha256");
+            if (!sha.matches("[0-9a-f]{64}")) {
+                throw new BundleException(ew + " sha256 must be 64 lowercase hex digits; re-export the bundle");
+            }
+            if (Json.integer(Json.get(entry, "size_bytes", ew), ew + " size_bytes") < 0) {
+                throw new BundleException(ew + " size_bytes is negative; re-export the bundle");
+            }
             ft.put(rel, entry);
         }
         files = ft;
+        // the path rule, for every path the manifest names, before anything is opened
+        checkNamed(tokenizerJson, where + " text.tokenizer.json", false);
+        if (tokenizerModel != null) checkNamed(tokenizerModel, where + " text.tokenizer.model", false);
+        if (classEmbeddingsFile != null) checkNamed(classEmbeddingsFile, where + " class_embeddings.file", false);
+        checkNamed(golden, where + " golden", false);
+        for (int k = 0; k < artifacts.size(); k++) {
+            checkNamed(artifacts.get(k).file, where + " artifacts[" + k + "].file", true);
+        }
+    }
+
+    // ------------------------------------------------------------------------------ the path rule
+    /** A relative path inside the bundle: "/"-separated segments, none empty, "." or "..", no "\\" or NUL. */
+    public static boolean isRelativeInside(String rel) {
+        if (rel == null || rel.isEmpty() || rel.startsWith("/") || rel.indexOf('\\') >= 0 || rel.indexOf('\0') >= 0) {
+            return false;
+        }
+        for (String seg : rel.split("/", -1)) {
+            if (seg.isEmpty() || seg.equals(".") || seg.equals("..")) return false;
+        }
+        return true;
+    }
+
+    /** A manifest value for a message: quoted, cut short. */
+    static String show(String value) {
+        String q = Json.write(value);
+        return q.length() <= 120 ? q : q.substring(0, 120) + "...\"";
+    }
+
+    private boolean listed(String rel, boolean directoryOk) {
+        if (files.containsKey(rel)) return true;
+        if (directoryOk) {
+            for (String k : files.keySet()) if (k.startsWith(rel + "/")) return true;
+        }
+        return false;
+    }
+
+    private void checkNamed(String rel, String what, boolean directoryOk) {
+        if (!isRelativeInside(rel)) {
+            throw new BundleException(what + " is " + show(rel) + ", which is not a relative path inside the bundle; "
+                    + "refusing to open it. A bundle names its files as plain relative paths (e.g. \"golden/0.png\")");
+        }
+        if (!listed(rel, directoryOk)) {
+            throw new BundleException(what + " is " + show(rel) + ", which the manifest's file table does not list "
+                    + "with a sha256; refusing to open it. Re-export the bundle with `python -m lowering.export`");
+        }
     }
 
     private static void expect(Map<String, Object> m, String key, String want, String where) {
@@ -202,16 +262,50 @@ public final class Manifest {
                 + " in " + directory);
     }
 
+    /**
+     * The one way to a file the manifest or golden.json names (what: where the path came from, for messages):
+     * relative, inside the bundle, listed in the file table with its sha256 and, resolved (symbolic links
+     * followed), still inside the bundle. A BundleException otherwise, before anything is opened.
+     */
+    public File file(String rel, String what) {
+        return resolve(rel, what, false);
+    }
+
+    /** {@link #file(String, String)} for a path from no particular field. */
     public File file(String rel) {
-        return new File(directory, rel);
+        return resolve(rel, "the path", false);
+    }
+
+    /** An artifact's file (an .mlpackage is a directory: the files under it are listed), by the path rule. */
+    public File artifactFile(Artifact a) {
+        return resolve(a.file, "artifact " + show(a.file), true);
+    }
+
+    private File resolve(String rel, String what, boolean directoryOk) {
+        checkNamed(rel, what, directoryOk);
+        File f = new File(directory, rel);
+        try {
+            java.nio.file.Path root = directory.getCanonicalFile().toPath();
+            java.nio.file.Path real = f.getCanonicalFile().toPath();
+            if (!real.startsWith(root) || real.equals(root)) {
+                throw new BundleException(what + " is " + show(rel) + ", which resolves outside the bundle (a "
+                        + "symbolic link); refusing to open it");
+            }
+        } catch (IOException e) {
+            throw new BundleException("cannot resolve " + what + " " + show(rel) + " in " + directory + ": "
+                    + e.getMessage(), e);
+        }
+        return f;
     }
 
     // ------------------------------------------------------------------------------ verification
     /** Problems between the files on disk and the manifest's table (empty when none), as the Python side lists them. */
     public List<String> verifyFiles() {
         Map<String, File> onDisk = new TreeMap<>();
-        listFiles(directory, "", onDisk);
+        List<String> links = new ArrayList<>();
+        listFiles(directory, "", onDisk, links);
         List<String> problems = new ArrayList<>();
+        for (String rel : links) problems.add(rel + ": a symbolic link; a bundle holds regular files only");
         for (String rel : files.keySet()) {
             if (!onDisk.containsKey(rel)) problems.add(rel + ": listed in the manifest but missing");
         }
@@ -220,7 +314,7 @@ public final class Manifest {
         }
         for (Map.Entry<String, Map<String, Object>> e : files.entrySet()) {
             File f = onDisk.get(e.getKey());
-            if (f == null) continue;
+            if (f == null || links.contains(e.getKey())) continue; // a link is never followed, never read
             long want = (Long) e.getValue().get("size_bytes");
             if (f.length() != want) {
                 problems.add(e.getKey() + ": " + f.length() + " bytes, the manifest says " + want);
@@ -236,13 +330,20 @@ public final class Manifest {
         return problems;
     }
 
-    private static void listFiles(File dir, String prefix, Map<String, File> out) {
+    private static void listFiles(File dir, String prefix, Map<String, File> out, List<String> links) {
         File[] children = dir.listFiles();
         if (children == null) return;
         for (File c : children) {
             String rel = prefix + c.getName();
-            if (c.isDirectory()) listFiles(c, rel + "/", out);
-            else if (c.isFile() && !rel.equals(FILE)) out.put(rel, c);
+            if (rel.equals(FILE)) continue;
+            if (Files.isSymbolicLink(c.toPath())) {
+                links.add(rel); // neither followed nor hashed: it could point anywhere
+                out.put(rel, c);
+            } else if (c.isDirectory()) {
+                listFiles(c, rel + "/", out, links);
+            } else if (c.isFile()) {
+                out.put(rel, c);
+            }
         }
     }
 

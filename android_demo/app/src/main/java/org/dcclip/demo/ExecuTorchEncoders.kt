@@ -31,7 +31,7 @@ class ExecuTorchEncoders(
         if (got != want) {
             throw BundleException("${a.file} takes inputs of dtype $got; this app feeds $want")
         }
-        return Module.load(manifest.file(a.file).absolutePath)
+        return Module.load(manifest.artifactFile(a).absolutePath) // the path rule: inside the bundle, listed
     }
 
     override fun encodeImage(pixelsChw: FloatArray): FloatArray {
