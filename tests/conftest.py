@@ -49,24 +49,9 @@ def tiny_student(tiny_tokenizer) -> DCCLIPStudent:
 @pytest.fixture(scope="session")
 def tiny_altclip_dir(tmp_path_factory, sample_texts):
     """A tiny AltCLIP saved with save_pretrained: loads through the same path as a hub id."""
-    import sentencepiece as spm
-    from transformers import AltCLIPConfig, AltCLIPModel, CLIPImageProcessor, XLMRobertaTokenizer
+    from dcclip_mobile.teachers.altclip_random import write_random_altclip
 
-    d = tmp_path_factory.mktemp("altclip")
-    spm.SentencePieceTrainer.train(sentence_iterator=iter(sample_texts * 4), model_prefix=str(d / "spm"),
-                                   vocab_size=200, minloglevel=2, hard_vocab_limit=False)
-    tok = XLMRobertaTokenizer(vocab_file=str(d / "spm.model"))
-    torch.manual_seed(0)
-    cfg = AltCLIPConfig(
-        text_config=dict(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                         intermediate_size=64, max_position_embeddings=80, project_dim=24, pad_token_id=tok.pad_token_id),
-        vision_config=dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-                           image_size=32, patch_size=8, projection_dim=16),
-        projection_dim=16)
-    AltCLIPModel(cfg).save_pretrained(d)
-    tok.save_pretrained(d)
-    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(d)
-    return d
+    return write_random_altclip(tmp_path_factory.mktemp("altclip"), "tiny", sample_texts)
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:

@@ -4,7 +4,9 @@
 
 Starts from a stage-1 checkpoint. On a labeled set (Fashion-MNIST, ELEVATER) captions are made from the
 labels, English and Chinese alternating, and same-class pairs count as positives; a pairs file brings its
-own captions. --distill-weight keeps the image embeddings near the teacher's while aligning.
+own captions, and so do webdataset tar shards ('data/{00000..00099}.tar'), which stream. --distill-weight
+keeps the image embeddings near the teacher's while aligning; that teacher is cached or run online
+(--teacher-mode), on --device in --amp precision like the student.
 """
 from __future__ import annotations
 
@@ -20,11 +22,16 @@ from dcclip_mobile.checkpoint import load_student
 from dcclip_mobile.teachers import build_teacher
 from dcclip_mobile.teachers.cache import cache_image_features, cache_text_features, teacher_cache_dir
 
+from dcclip_mobile.data.shards import is_shard_spec
+
 from .cli import add_image_tower_args, add_train_args, run_main, train_config_from_args
 from .datasets import AlignSet, collate_skipping_bad
-from .loop import TrainConfig, train
+from .device import add_device_args, resolve_amp, resolve_device
+from .loop import TrainConfig, init_distributed, throughput_summary, train
 from .sources import add_image_source_args, image_source, student_preprocess
-from .stages import AlignStage
+from .stages import AlignStage, OnlineTeacher
+from .streams import align_stream, stream_dataset_id
+from .teacher_mode import add_teacher_mode_args, place_teacher, teacher_batch, teacher_mode
 
 DEFAULTS = TrainConfig(steps=300, batch_size=64, lr=1e-3, warmup_steps=20, checkpoint_every=100)
 
@@ -42,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_image_tower_args(ap, 0, "first image layers kept fixed")
     ap.add_argument("--teacher", default=None, help="teacher for --distill-weight / --affinity-weight")
     ap.add_argument("--cache", default=None)
+    add_teacher_mode_args(ap)
+    add_device_args(ap)
     ap.add_argument("--no-label-positives", action="store_true",
                     help="plain InfoNCE even on labeled data (same-class pairs become negatives)")
     ap.add_argument("--out", default="runs/align")
@@ -57,27 +66,46 @@ def run(args: argparse.Namespace) -> Path:
     if wants_teacher and not args.teacher:
         raise ValueError(f"--distill-weight {args.distill_weight} / --affinity-weight {args.affinity_weight} / "
                          f"--text-distill-weight {args.text_distill_weight} need --teacher")
+    device = resolve_device(args.device)
+    amp = resolve_amp(args.amp, device)
+    info = init_distributed(device)
     student, tokenizer = load_student(args.init)
-    images = image_source(args, split="train")
-    labels = torch.as_tensor(images.labels) if hasattr(images, "labels") else None
-    teacher_emb, teacher = None, None
-    if wants_teacher:
-        teacher = build_teacher(args.teacher)
-        cache = teacher_cache_dir(args.cache)
-        teacher_emb = cache_image_features(teacher, images.image, len(images), images.dataset_id, cache)["embedding"]
-    data = AlignSet(images, student_preprocess(student.cfg), tokenizer, labels=labels,
-                    classnames=getattr(images, "classes", None), teacher_embeddings=teacher_emb)
-    if args.affinity_weight > 0 or args.text_distill_weight > 0:
-        data.teacher_text = cache_text_features(teacher, data.captions, f"captions-{images.dataset_id}",
-                                                cache)["embedding"]
+    stream = is_shard_spec(args.images)
+    images = None if stream else image_source(args, split="train")
+    mode = teacher_mode(args.teacher_mode, None if stream else len(images), args.teacher_map_pool)
+    teacher = place_teacher(build_teacher(args.teacher), device, amp) if wants_teacher else None
+    online = OnlineTeacher(teacher) if wants_teacher and mode == "online" else None
+    pre = student_preprocess(student.cfg)
+    teacher_pre = teacher.preprocess if online else None
+    if stream:
+        data = align_stream(args.images, args.seed, pre, tokenizer, teacher_pre)
+        images_id = stream_dataset_id(data.urls)
+    else:
+        labels = torch.as_tensor(images.labels) if hasattr(images, "labels") else None
+        teacher_emb = None
+        if wants_teacher and mode == "cache":
+            cache = teacher_cache_dir(args.cache)
+            teacher_emb = cache_image_features(teacher, images.image, len(images), images.dataset_id, cache,
+                                               batch_size=teacher_batch(device), rank=info.rank,
+                                               world=info.world)["embedding"]
+        data = AlignSet(images, pre, tokenizer, labels=labels, classnames=getattr(images, "classes", None),
+                        teacher_embeddings=teacher_emb, teacher_pre=teacher_pre)
+        if mode == "cache" and (args.affinity_weight > 0 or args.text_distill_weight > 0):
+            data.teacher_text = cache_text_features(teacher, data.captions, f"captions-{images.dataset_id}",
+                                                    cache, rank=info.rank, world=info.world)["embedding"]
+        images_id = images.dataset_id
     stage = AlignStage(student, args.distill_weight, label_aware=not args.no_label_positives,
                        affinity_weight=args.affinity_weight, affinity_scale=args.affinity_scale,
                        frozen_image_layers=args.freeze_image_layers, text_distill_weight=args.text_distill_weight,
-                       image_lr_scale=args.image_lr_scale)
-    ckpt = train(stage, data, collate_skipping_bad, tokenizer, cfg, args.out, resume=args.resume,
-                 desc="stage 2 align", extra_state={"init": str(args.init), "images": images.dataset_id})
-    atomic_write_text(Path(args.out) / "stage.json", json.dumps(
-        {"stage": "align", "init": str(args.init), "checkpoint": str(ckpt)}, indent=2) + "\n")
+                       image_lr_scale=args.image_lr_scale, online=online)
+    ckpt = train(stage, data, collate_skipping_bad, tokenizer, cfg, args.out, resume=args.resume, stop_after=args.stop_after,
+                 desc=f"stage 2 align ({device.type}, amp {amp})", device=device, amp=amp,
+                 extra_state={"init": str(args.init), "images": images_id})
+    if info.is_main:
+        atomic_write_text(Path(args.out) / "stage.json", json.dumps(
+            {"stage": "align", "init": str(args.init), "checkpoint": str(ckpt), "device": str(device), "amp": amp,
+             "world": info.world, "teacher_mode": mode if wants_teacher else None,
+             "throughput": throughput_summary(args.out)}, indent=2) + "\n")
     return ckpt
 
 

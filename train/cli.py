@@ -22,8 +22,11 @@ def add_train_args(ap: argparse.ArgumentParser, defaults: TrainConfig) -> None:
     g.add_argument("--seed", type=int, default=defaults.seed)
     g.add_argument("--checkpoint-every", type=int, default=defaults.checkpoint_every)
     g.add_argument("--log-every", type=int, default=defaults.log_every)
-    g.add_argument("--num-workers", type=int, default=defaults.num_workers)
+    g.add_argument("--workers", "--num-workers", dest="num_workers", type=int, default=defaults.num_workers,
+                   help="DataLoader worker processes per rank (decoding and augmenting images off the training loop)")
     g.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
+    g.add_argument("--stop-after", type=int, default=None, metavar="N",
+                   help="stop (with a checkpoint) after N more steps, to train in slices; continue with --resume")
     g.add_argument("--threads", type=int, default=0, help="torch threads per process (0: torch's default)")
 
 

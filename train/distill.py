@@ -3,8 +3,10 @@
     python -m train.distill --teacher offline --images fashion-mnist --out runs/demo/stage1
 
 Trains the bilingual tokenizer on the text corpus, sizes the student from a preset (its joint space takes
-the teacher's dimension so the embedding terms apply), fills the teacher feature cache once, and trains
-with the shared loop (resumable with --resume).
+the teacher's dimension so the embedding terms apply), and trains with the shared loop (resumable with
+--resume) on --device in --amp precision. The teacher either fills a feature cache once (every torchrun
+rank its own shards) or runs online inside each step (--teacher-mode; see train/teacher_mode.py).
+--images also takes webdataset tar shards ('data/{00000..00099}.tar'), which stream with an online teacher.
 """
 from __future__ import annotations
 
@@ -26,12 +28,16 @@ from dcclip_mobile.models.inherit import (check_prunable, is_prunable, frozen_pr
 from dcclip_mobile.teachers import build_teacher
 from dcclip_mobile.teachers.cache import cache_image_features, cache_text_features, teacher_cache_dir
 from dcclip_mobile.tokenizer import BilingualTokenizer, train_tokenizer
+from dcclip_mobile.data.shards import is_shard_spec
 
 from .cli import add_image_tower_args, add_train_args, run_main, train_config_from_args
-from .datasets import DistillSet
-from .loop import TrainConfig, train
+from .datasets import DistillSet, collate_skipping_bad
+from .device import add_device_args, resolve_amp, resolve_device
+from .loop import TrainConfig, init_distributed, throughput_summary, train
 from .sources import add_image_source_args, image_source, student_preprocess
-from .stages import DistillStage, DistillWeights
+from .stages import DistillStage, DistillWeights, OnlineTeacher
+from .streams import distill_stream, stream_dataset_id
+from .teacher_mode import add_teacher_mode_args, place_teacher, teacher_batch, teacher_mode
 
 DEFAULTS = TrainConfig(steps=150, batch_size=64, lr=2e-3, warmup_steps=15, checkpoint_every=50)
 
@@ -53,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--image-size", type=int, help="override the preset's student input size")
     ap.add_argument("--vocab-size", type=int, help="tokenizer vocabulary bound (default: the preset's)")
     ap.add_argument("--cache", default=None, help="teacher feature cache (default: $DCCLIP_CACHE/teacher_features)")
+    add_teacher_mode_args(ap)
+    add_device_args(ap)
     ap.add_argument("--out", default="runs/distill")
     for name, default in vars(DistillWeights()).items():
         ap.add_argument(f"--w-{name.replace('_', '-')}", type=float, default=default, help=f"loss weight: {name}")
@@ -64,10 +72,15 @@ def run(args: argparse.Namespace) -> Path:
     cfg = train_config_from_args(args)
     if args.threads:
         torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    amp = resolve_amp(args.amp, device)
+    info = init_distributed(device)
     out = Path(args.out)
     cache = teacher_cache_dir(args.cache)
-    teacher = build_teacher(args.teacher)
-    images = image_source(args, split="train")
+    teacher = place_teacher(build_teacher(args.teacher), device, amp)
+    stream = is_shard_spec(args.images)
+    images = None if stream else image_source(args, split="train")
+    mode = teacher_mode(args.teacher_mode, None if stream else len(images), args.teacher_map_pool)
     corpus = [t for t, _ in bilingual_corpus(args.corpus_size, seed=args.seed, classnames=corpus_classnames(args.seed))
               ] if args.corpus_size > 0 else []
     if args.texts:
@@ -79,35 +92,58 @@ def run(args: argparse.Namespace) -> Path:
     if args.image_size:
         student_cfg.image.image_size = args.image_size
     student_cfg.embed_dim = teacher.embed_dim  # the student's joint space is the teacher's
-    tok_dir = out / "tokenizer"
-    if args.resume and (tok_dir / "tokenizer.model").is_file():
-        tokenizer = BilingualTokenizer.load(tok_dir)
-    else:
-        tokenizer = train_tokenizer(corpus, args.vocab_size or student_cfg.text.vocab_size,
-                                    student_cfg.text.context_length)
-        tokenizer.save(tok_dir)
+    tokenizer = shared_tokenizer(out / "tokenizer", corpus, args.vocab_size or student_cfg.text.vocab_size,
+                                 student_cfg.text.context_length, args.resume, info)
     student_cfg.text.vocab_size = tokenizer.vocab_size
     torch.manual_seed(args.seed)
     student = DCCLIPStudent(student_cfg)
-    head_channels = inherit_weights(args.inherit, student, teacher, cache)
+    head_channels = inherit_weights(args.inherit, student, teacher, cache, info)
 
-    teacher_images = cache_image_features(teacher, images.image, len(images), images.dataset_id, cache)
-    teacher_texts = cache_text_features(teacher, corpus, f"corpus-{len(corpus)}", cache)
     weights = DistillWeights(**{k: getattr(args, f"w_{k}") for k in vars(DistillWeights())})
     frozen = args.freeze_image_layers if args.freeze_image_layers >= 0 else \
         0 if head_channels is None else frozen_prefix_layers(student.cfg.image)
+    online = OnlineTeacher(teacher, args.teacher_map_pool, corpus) if mode == "online" else None
     stage = DistillStage(student, teacher.feature_channels, teacher.text_feature_dim, teacher.embed_dim, weights,
-                         args.affinity_scale, frozen, args.image_lr_scale)
+                         args.affinity_scale, frozen, args.image_lr_scale, online=online)
     if head_channels is not None and teacher.teacher_id.startswith("offline"):
         # the offline teacher's map is Lite0's own head: the adapter starts as the identity on the kept channels
         identity_adapter_init(stage.image_adapter.conv, head_channels)
-    data = DistillSet(images, student_preprocess(student_cfg), teacher_images, tokenizer(corpus), teacher_texts,
-                      args.texts_per_image)
-    ckpt = train(stage, data, torch.utils.data.default_collate, tokenizer, cfg, out, resume=args.resume,
-                 desc="stage 1 distill", extra_state={"teacher": teacher.teacher_id, "images": images.dataset_id})
-    atomic_write_text(out / "stage.json", json.dumps(
-        {"stage": "distill", "teacher": teacher.teacher_id, "checkpoint": str(ckpt)}, indent=2) + "\n")
+    tokens = tokenizer(corpus)
+    pre = student_preprocess(student_cfg)
+    if stream:
+        data = distill_stream(args.images, args.seed, pre, teacher.preprocess, tokens, args.texts_per_image)
+        images_id = stream_dataset_id(data.urls)
+    elif mode == "online":
+        data = DistillSet(images, pre, None, tokens, None, args.texts_per_image, teacher_pre=teacher.preprocess)
+        images_id = images.dataset_id
+    else:
+        teacher_images = cache_image_features(teacher, images.image, len(images), images.dataset_id, cache,
+                                              batch_size=teacher_batch(device), map_pool=args.teacher_map_pool,
+                                              rank=info.rank, world=info.world)
+        teacher_texts = cache_text_features(teacher, corpus, f"corpus-{len(corpus)}", cache,
+                                            rank=info.rank, world=info.world)
+        data = DistillSet(images, pre, teacher_images, tokens, teacher_texts, args.texts_per_image)
+        images_id = images.dataset_id
+    ckpt = train(stage, data, collate_skipping_bad, tokenizer, cfg, out, resume=args.resume, stop_after=args.stop_after,
+                 desc=f"stage 1 distill ({mode} teacher, {device.type}, amp {amp})", device=device, amp=amp,
+                 extra_state={"teacher": teacher.teacher_id, "images": images_id})
+    if info.is_main:
+        atomic_write_text(out / "stage.json", json.dumps(
+            {"stage": "distill", "teacher": teacher.teacher_id, "teacher_mode": mode, "device": str(device),
+             "amp": amp, "world": info.world, "checkpoint": str(ckpt),
+             "throughput": throughput_summary(out)}, indent=2) + "\n")
     return ckpt
+
+
+def shared_tokenizer(tok_dir: Path, corpus: list[str], vocab_size: int, context_length: int, resume: bool,
+                     info) -> BilingualTokenizer:
+    """Train the tokenizer once (rank 0) and let every rank load that one: trained per rank, the pieces
+    could differ and the ranks would train different vocabularies."""
+    if not (resume and (tok_dir / "tokenizer.model").is_file()) and info.is_main:
+        train_tokenizer(corpus, vocab_size, context_length).save(tok_dir)
+    if info.world > 1:
+        torch.distributed.barrier()
+    return BilingualTokenizer.load(tok_dir)
 
 
 def corpus_classnames(seed: int) -> dict[str, list[str]]:
@@ -121,7 +157,7 @@ def corpus_classnames(seed: int) -> dict[str, list[str]]:
     return {lang: [e.name[lang] for e in seen] for lang in ("en", "zh")}
 
 
-def inherit_weights(mode: str, student: DCCLIPStudent, teacher, cache) -> torch.Tensor | None:
+def inherit_weights(mode: str, student: DCCLIPStudent, teacher, cache, info=None) -> torch.Tensor | None:
     """Weight inheritance (models/inherit.py); returns the kept Lite0 head channels, or None when not inheriting."""
     if mode == "none" or (mode == "auto" and not is_prunable(student.cfg.image)):
         return None
@@ -130,7 +166,8 @@ def inherit_weights(mode: str, student: DCCLIPStudent, teacher, cache) -> torch.
     kept = inherit_efficientnet_lite0(student.image.features, student.cfg.image, lite0)["head_channels"]
     if student.cfg.image.head_anchors:
         texts = imagenet_bank_prompts()
-        emb = cache_text_features(teacher, texts, "imagenet-class-bank", cache)["embedding"].float()
+        rank, world = (info.rank, info.world) if info is not None else (0, 1)
+        emb = cache_text_features(teacher, texts, "imagenet-class-bank", cache, rank=rank, world=world)["embedding"].float()
         inherit_imagenet_head(student.image, lite0, kept, imagenet_class_bank(emb))
     print(f"image tower inherited from EfficientNet-Lite0 ({len(kept)} of 1280 head channels kept)", flush=True)
     return kept

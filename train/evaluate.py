@@ -31,7 +31,9 @@ from dcclip_mobile.teachers import TEACHER_SPECS, build_teacher
 from dcclip_mobile.teachers.cache import teacher_cache_dir
 from dcclip_mobile.zeroshot import evaluate_zero_shot, parse_langs, student_image_embeddings, student_text_encoder
 
+from .device import OnDevice, add_device_args, resolve_device
 from .sources import add_image_source_args, image_source, student_preprocess
+from .teacher_mode import teacher_batch
 
 
 def student_embeddings(model, source) -> torch.Tensor:
@@ -50,7 +52,7 @@ def evaluate_student(model, tokenizer, source, n_templates: int | None = None, l
 
 
 def teacher_text_encoder(teacher):
-    return suite.batched_text_encoder(lambda texts: teacher.encode_text(texts).embedding)
+    return suite.batched_text_encoder(lambda texts: teacher.encode_text(texts).embedding.cpu())
 
 
 def evaluate_teacher(teacher, source, cache: Path, n_templates: int | None = None,
@@ -76,12 +78,15 @@ def evaluate_elevater(args: argparse.Namespace) -> dict:
     templates = suite.resolve_templates(langs, *args.templates)
     if args.checkpoint:
         model, tokenizer = load_student(args.checkpoint)
+        model = OnDevice(model, resolve_device(args.device))
         who = {"checkpoint": str(args.checkpoint)}
         result = suite.evaluate_suite(sources, student_text_encoder(model, tokenizer), langs,
                                       encode_images=model.encode_image, pre=student_preprocess(model.cfg),
                                       templates=templates)
     else:
-        teacher = build_teacher(args.teacher)
+        device = resolve_device(args.device)
+        teacher = build_teacher(args.teacher).to(device)
+        args.batch_size = args.batch_size or teacher_batch(device)
         who = {"teacher_id": teacher.teacher_id}
         result = suite.evaluate_suite(sources, teacher_text_encoder(teacher), langs, templates=templates,
                                       embed_set=suite.cached_teacher_images(teacher, teacher_cache_dir(args.cache),
@@ -94,11 +99,13 @@ def evaluate_one(args: argparse.Namespace) -> dict:
     """One image source (--images): Fashion-MNIST, a pairs file or one ELEVATER folder."""
     n_templates, templates = args.templates
     source = image_source(args, split="test")
+    device = resolve_device(args.device)
     if args.checkpoint:
         model, tokenizer = load_student(args.checkpoint)
-        return evaluate_student(model, tokenizer, source, n_templates, args.langs, templates)
+        return evaluate_student(OnDevice(model, device), tokenizer, source, n_templates, args.langs, templates)
     cache = teacher_cache_dir(args.cache)
-    teacher = build_teacher(args.teacher)
+    teacher = build_teacher(args.teacher).to(device)
+    args.batch_size = args.batch_size or teacher_batch(device)
     result, _ = evaluate_teacher(teacher, source, cache, n_templates, args.langs, args.batch_size, templates)
     return {**result, "teacher_id": teacher.teacher_id}
 
@@ -131,7 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="the first N of the 80 CLIP templates (default all), or a JSON file "
                          '{"en": ["a photo of a {c}."], "zh": ["一张{c}的照片。"]}')
     ap.add_argument("--cache", default=None, help="teacher feature cache (default <DCCLIP_CACHE>/teacher_features)")
-    ap.add_argument("--batch-size", type=int, default=4, help="images per teacher call (default 4)")
+    ap.add_argument("--batch-size", type=int, default=None,
+                    help="images per teacher call (default 4 on the CPU, 64 on a GPU)")
+    add_device_args(ap, amp=False)
     ap.add_argument("--threads", type=int, default=0,
                     help="torch CPU threads (default: torch's choice); on a busy 2-core machine 1 is much faster")
     ap.add_argument("--json", help="also write the result here")
@@ -175,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         check_args(args)
         result = evaluate_elevater(args) if args.elevater_root else evaluate_one(args)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, FileNotFoundError) as e:  # DeviceError is a ValueError
         print(f"error: {e}", file=sys.stderr)
         return 2
     write_outputs(args, result)

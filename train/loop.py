@@ -3,7 +3,8 @@
 What it promises: AdamW with linear warmup + cosine decay, gradient accumulation, a progress bar,
 metrics appended to `metrics.jsonl`, an atomic checkpoint every N steps, `resume` that continues
 exactly (same data order, same losses), fixed seeds, and DistributedDataParallel under `torchrun`
-(gloo on CPU, NCCL on GPU).
+(gloo on CPU, NCCL on GPU), on any device and in mixed precision (train/device.py), with each step's
+time split into data / teacher / student, images/s and peak memory in the log.
 
 A stage hands it a `StageModule`: an nn.Module that owns the student and the stage's extra trainable
 parts (adapters), and whose forward(batch) returns (loss, {metric: float}). The checkpoint directory is a
@@ -12,6 +13,8 @@ student checkpoint (so `load_student` reads it) plus the trainer's state.
 from __future__ import annotations
 
 import contextlib
+import copy
+import itertools
 import dataclasses
 import json
 import math
@@ -27,9 +30,12 @@ from torch import nn
 from tqdm import tqdm
 
 from dcclip_mobile.atomic import atomic_directory
+from dcclip_mobile.data.preprocess import ImageLoadError
 from dcclip_mobile.checkpoint import write_student_files
 from dcclip_mobile.models import DCCLIPStudent
 from dcclip_mobile.tokenizer import BilingualTokenizer
+
+from .device import StepClock, autocast, grad_scaler, peak_memory_mb, to_device
 
 STATE_TENSORS = "training_state.safetensors"
 STATE_JSON = "training_state.json"
@@ -103,13 +109,13 @@ class DistInfo:
         return self.rank == 0
 
 
-def init_distributed() -> DistInfo:
-    """Join the torchrun process group when WORLD_SIZE > 1; gloo on CPU, NCCL on GPU."""
+def init_distributed(device: torch.device | str = "cpu") -> DistInfo:
+    """Join the torchrun process group when WORLD_SIZE > 1: NCCL for GPU ranks, gloo for CPU ranks."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return DistInfo()
     if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+        dist.init_process_group(backend="nccl" if torch.device(device).type == "cuda" else "gloo")
     return DistInfo(rank=dist.get_rank(), world=dist.get_world_size())
 
 
@@ -121,7 +127,7 @@ class ResumableBatchSampler(torch.utils.data.Sampler):
     (seed, world size, micro-batch number) and a resumed run sees exactly what the first run would have.
     """
 
-    def __init__(self, n: int, batch_size: int, seed: int, dist_info: DistInfo, start: int, total: int):
+    def __init__(self, n: int, batch_size: int, seed: int, dist_info: DistInfo, start: int, total: int | None = None):
         self.per_epoch = n // (batch_size * dist_info.world)
         if self.per_epoch == 0:
             raise TrainConfigError(f"the data set has {n} samples, fewer than one batch "
@@ -130,11 +136,14 @@ class ResumableBatchSampler(torch.utils.data.Sampler):
         self.start, self.total = start, total
 
     def __len__(self) -> int:
+        if self.total is None:
+            raise TypeError("an open-ended sampler has no length")
         return self.total - self.start
 
     def __iter__(self):
         order, order_epoch = None, -1
-        for k in range(self.start, self.total):
+        # open-ended (total None) when the loop may skip batches whose every image is bad
+        for k in (range(self.start, self.total) if self.total is not None else itertools.count(self.start)):
             epoch, j = divmod(k, self.per_epoch)
             if epoch != order_epoch:
                 order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed + epoch))
@@ -148,15 +157,18 @@ def save_training_checkpoint(directory: Path, stage: StageModule, tokenizer: Bil
                              optimizer: torch.optim.Optimizer, step: int, cfg: TrainConfig, extra: dict) -> None:
     """Student checkpoint + the trainer's state, written as one atomic directory. No pickle: tensors in
     safetensors, everything else in JSON."""
-    tensors = {f"stage.{k}": v.detach().contiguous().clone() for k, v in stage.state_dict().items()}
+    tensors = {f"stage.{k}": v.detach().to("cpu").contiguous().clone() for k, v in stage.state_dict().items()}
     opt = optimizer.state_dict()
     for pid, pstate in opt["state"].items():
         for name, value in pstate.items():
-            tensors[f"optim.{pid}.{name}"] = torch.as_tensor(value).clone()
+            tensors[f"optim.{pid}.{name}"] = torch.as_tensor(value).detach().to("cpu").clone()
     tensors["rng.torch"] = torch.get_rng_state()
     meta = {"step": step, "train_config": dataclasses.asdict(cfg), "param_groups": opt["param_groups"], **extra}
+    student = stage.student
+    if any(p.device.type != "cpu" for p in student.parameters()):
+        student = copy.deepcopy(student).to("cpu")  # safetensors writes host memory; the student is small
     with atomic_directory(directory) as tmp:
-        write_student_files(stage.student, tokenizer, tmp)
+        write_student_files(student, tokenizer, tmp)
         save_file(tensors, str(tmp / STATE_TENSORS))
         (tmp / STATE_JSON).write_text(json.dumps(meta, indent=2) + "\n")
 
@@ -181,20 +193,29 @@ def load_training_checkpoint(directory: Path, stage: StageModule, optimizer: tor
 
 
 # ----------------------------------------------------------------------------------------------- train
+MAX_BAD_SHARE = 0.05  # the run stops when more than this share of the samples it drew could not be loaded
+
+
 def train(stage: StageModule, dataset: torch.utils.data.Dataset, collate: Callable, tokenizer: BilingualTokenizer,
           cfg: TrainConfig, out_dir: str | Path, resume: bool = False, desc: str = "train",
-          stop_after: int | None = None, extra_state: dict | None = None) -> Path:
-    """Run (or resume) a stage; returns the checkpoint directory `out_dir/checkpoint`.
+          stop_after: int | None = None, extra_state: dict | None = None,
+          device: torch.device | str = "cpu", amp: str = "off") -> Path:
+    """Run (or resume) a stage on `device` in precision `amp` (train/device.py); returns the checkpoint
+    directory `out_dir/checkpoint`.
 
+    `dataset` is map-style (indexed, ordered by ResumableBatchSampler) or a stream with a
+    `configure(rank, world, num_workers, batch_size, start_batch)` method (data/shards.py's ShardStream).
     stop_after: stop (with a checkpoint) after this many optimizer steps, as an interruption would;
     used by tests and by users who train in slices.
     """
     cfg.validate()
+    device = torch.device(device)
     out_dir = Path(out_dir)
     ckpt_dir = out_dir / "checkpoint"
     metrics_path = out_dir / "metrics.jsonl"
-    info = init_distributed()
+    info = init_distributed(device)
     torch.manual_seed(cfg.seed)
+    stage.to(device)
 
     groups: dict[tuple[bool, float], list] = {}
     for name, p in stage.named_parameters():
@@ -206,6 +227,7 @@ def train(stage: StageModule, dataset: torch.utils.data.Dataset, collate: Callab
     optimizer = torch.optim.AdamW([{"params": ps, "weight_decay": cfg.weight_decay if decays else 0.0,
                                     "lr_scale": scale} for (decays, scale), ps in sorted(groups.items())],
                                   lr=cfg.lr, foreach=True)  # foreach: one kernel per op over all tensors
+    scaler = grad_scaler(device, amp)
     step = 0
     if resume:
         meta = load_training_checkpoint(ckpt_dir, stage, optimizer)
@@ -215,53 +237,133 @@ def train(stage: StageModule, dataset: torch.utils.data.Dataset, collate: Callab
                        if dataclasses.asdict(cfg).get(k) != v}
             raise TrainConfigError(f"cannot resume {str(ckpt_dir)!r} with different options {changed} "
                                    "(saved, now): a resumed run must be the same run")
+        if "grad_scaler" in meta and scaler.is_enabled():
+            scaler.load_state_dict(meta["grad_scaler"])
+    # micro-batches drawn so far, skipped all-bad ones included: where the data order resumes
+    drawn = meta.get("batches_drawn", step * cfg.grad_accum) if resume else 0
     if info.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
         _truncate_metrics(metrics_path, step)
 
     model: nn.Module = stage
     if info.world > 1:
-        model = nn.parallel.DistributedDataParallel(stage)
-    sampler = ResumableBatchSampler(len(dataset), cfg.batch_size, cfg.seed, info,
-                                    start=step * cfg.grad_accum, total=cfg.steps * cfg.grad_accum)
-    loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, collate_fn=collate,
-                                         num_workers=cfg.num_workers)
+        model = nn.parallel.DistributedDataParallel(stage, device_ids=[device.index] if device.type == "cuda" else None,
+                                                    find_unused_parameters=getattr(stage, "find_unused_parameters", False))
+    pin = device.type == "cuda"
+    if hasattr(dataset, "configure"):  # a stream: it skips what the first run consumed itself
+        dataset.configure(info.rank, info.world, cfg.num_workers, cfg.batch_size, drawn)
+        loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.batch_size, collate_fn=collate,
+                                             num_workers=cfg.num_workers, pin_memory=pin)
+    else:
+        sampler = ResumableBatchSampler(len(dataset), cfg.batch_size, cfg.seed, info, start=drawn)
+        loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, collate_fn=collate,
+                                             num_workers=cfg.num_workers, pin_memory=pin)
     end = cfg.steps if stop_after is None else min(cfg.steps, step + stop_after)
     stage.train()
     bar = tqdm(total=cfg.steps, initial=step, desc=desc, disable=not info.is_main, dynamic_ncols=True)
     batches = iter(loader)
+    clock = StepClock(device)
+    stage.clock = clock  # a stage with an online teacher reports its teacher time here
+    seen, bad, step_times = 0, 0, []
     while step < end:
         lr = lr_at(step, cfg)
         for group in optimizer.param_groups:
             group["lr"] = lr * group["lr_scale"]
         sums: dict[str, float] = {}
+        images = 0
+        clock.begin()
         for micro in range(cfg.grad_accum):
-            batch = next(batches)
+            with clock.measure("data"):
+                batch, skipped, n_drawn = _next_good_batch(batches, out_dir if info.is_main else None)
+                drawn += n_drawn
+                batch = to_device(batch, device)
+            seen, bad = seen + skipped + _batch_len(batch), bad + skipped
+            if bad > MAX_BAD_SHARE * seen and seen >= 100:
+                raise ImageLoadError(f"{bad} of the {seen} samples drawn so far could not be loaded (over "
+                                     f"{MAX_BAD_SHARE:.0%}); see {str(out_dir / SKIPPED_LOG)!r} and fix the data")
+            images += _batch_len(batch)
             sync = micro == cfg.grad_accum - 1 or info.world == 1
             ctx = contextlib.nullcontext() if sync else model.no_sync()
             with ctx:
-                loss, metrics = model(batch)
-                (loss / cfg.grad_accum).backward()
+                with autocast(device, amp):
+                    loss, metrics = model(batch)
+                scaler.scale(loss.float() / cfg.grad_accum).backward()
             for k, v in {"loss": loss.item(), **metrics}.items():
                 sums[k] = sums.get(k, 0.0) + v / cfg.grad_accum
-        optimizer.step()
+        scaler.step(optimizer)
+        scaler.update()
         optimizer.zero_grad(set_to_none=True)
         step += 1
+        times = clock.end()
+        step_times.append(times["step_s"])
+        sums.update(times)
+        sums["images_per_s"] = images * info.world / times["step_s"]
         if info.world > 1:
-            sums = _mean_across(sums, info)
+            sums = _mean_across(sums, info)  # each rank's images_per_s already counts every rank
+        sums["peak_mem_mb"] = peak_memory_mb(device)
+        recent = step_times[-20:]
+        sums["eta_s"] = sorted(recent)[len(recent) // 2] * (end - step)
         bar.update(1)
-        bar.set_postfix(loss=f"{sums['loss']:.4f}", lr=f"{lr:.2e}")
+        bar.set_postfix(loss=f"{sums['loss']:.4f}", lr=f"{lr:.2e}", img_s=f"{sums['images_per_s']:.0f}",
+                        mem=f"{sums['peak_mem_mb']:.0f}M")
         if info.is_main and (step % cfg.log_every == 0 or step == end):
             with metrics_path.open("a") as f:
                 f.write(json.dumps({"step": step, "lr": lr, **sums}) + "\n")
         if step % cfg.checkpoint_every == 0 or step == end:
             if info.is_main:
-                save_training_checkpoint(ckpt_dir, stage, tokenizer, optimizer, step, cfg, extra_state or {})
+                extra = {**(extra_state or {}), "batches_drawn": drawn,
+                         **({"grad_scaler": scaler.state_dict()} if scaler.is_enabled() else {})}
+                save_training_checkpoint(ckpt_dir, stage, tokenizer, optimizer, step, cfg, extra)
             if info.world > 1:
                 dist.barrier()
     bar.close()
     stage.eval()
+    del stage.clock
     return ckpt_dir
+
+
+SKIPPED_LOG = "skipped.jsonl"
+
+
+def _next_good_batch(batches, log_dir: Path | None) -> tuple[dict, int, int]:
+    """The next batch with at least one good sample, how many bad samples were skipped on the way
+    (collate functions mark bad samples in batch["bad"], a list of {"sample", "reason"}; each is logged),
+    and how many batches were drawn."""
+    skipped, drawn = 0, 0
+    while True:
+        batch = next(batches)
+        drawn += 1
+        bad = batch.pop("bad", []) if isinstance(batch, dict) else []
+        skipped += len(bad)
+        if bad and log_dir is not None:
+            log_dir.mkdir(parents=True, exist_ok=True)
+            with (log_dir / SKIPPED_LOG).open("a", encoding="utf-8") as f:
+                f.writelines(json.dumps(b, ensure_ascii=False) + "\n" for b in bad)
+        if batch.get("empty"):
+            continue  # every sample of this batch was bad: skip the batch, not the run
+        return batch, skipped, drawn
+
+
+def _batch_len(batch: dict) -> int:
+    return len(batch["pixel_values"]) if "pixel_values" in batch else 0
+
+
+def throughput_summary(out_dir: str | Path, warmup: int = 2) -> dict:
+    """Medians of the logged per-step figures (the first `warmup` steps left out: they pay for start-up),
+    for a stage's stage.json."""
+    rows = read_metrics(out_dir)
+    rows = rows[warmup:] if len(rows) > warmup else rows
+    keys = ("images_per_s", "step_s", "data_s", "teacher_s", "student_s")
+    out = {}
+    for k in keys:
+        vals = sorted(r[k] for r in rows if k in r)
+        if vals:
+            out[f"median_{k}"] = vals[len(vals) // 2]
+    peaks = [r["peak_mem_mb"] for r in rows if "peak_mem_mb" in r]
+    if peaks:
+        out["peak_mem_mb"] = max(peaks)
+    out["steps_measured"] = len(rows)
+    return out
 
 
 def read_metrics(out_dir: str | Path) -> list[dict]:

@@ -8,7 +8,9 @@ the optional distillation term, the teacher's cached image embeddings.
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -16,6 +18,7 @@ import torch.nn.functional as F
 from dcclip_mobile.losses import (FeatureMapAdapter, PooledAdapter, affinity_distill_loss, clip_contrastive_loss,
                                   embedding_distill_loss, feature_distill_loss)
 from dcclip_mobile.models import DCCLIPStudent
+from dcclip_mobile.teachers.cache import pool_map
 
 from .loop import StageModule
 
@@ -39,6 +42,34 @@ def image_forward(student: DCCLIPStudent, pixel_values: torch.Tensor, k: int) ->
         x = student.image.features[:k](pixel_values)
     fmap = student.image.features[k:](x)
     return fmap, student.image.embed(fmap)
+
+
+class OnlineTeacher:
+    """The teacher run inside each training step, on the training device and without gradients: nothing is
+    written to disk, which is what a million-image set needs (a ViT-L/14 map is 512 KB per image in fp16).
+    Deliberately not an nn.Module attribute of the stage, so it is neither trained, checkpointed nor wrapped
+    by DistributedDataParallel."""
+
+    def __init__(self, teacher, map_pool: int | None = None, corpus: Sequence[str] | None = None):
+        self.teacher, self.map_pool, self.corpus = teacher, map_pool, corpus
+
+    def images(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        f = self.teacher.encode_image(pixel_values)
+        # clone outside inference mode: the losses save their targets for backward, which inference tensors refuse
+        return pool_map(f.feature_map, self.map_pool).float().clone(), f.embedding.float().clone()
+
+    def texts(self, texts: Sequence[str], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        f = self.teacher.encode_text(list(texts))
+        return f.pooled.to(device).float().clone(), f.embedding.to(device).float().clone()
+
+    def corpus_texts(self, index: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.texts([self.corpus[i] for i in index.flatten().tolist()], device)
+
+
+def teacher_clock(stage: StageModule):
+    """The loop's clock for the teacher's share of a step (none outside the loop)."""
+    clock = getattr(stage, "clock", None)
+    return clock.measure("teacher") if clock is not None else contextlib.nullcontext()
 
 
 class FrozenPrefixStage(StageModule):
@@ -85,27 +116,42 @@ class DistillStage(FrozenPrefixStage):
 
     def __init__(self, student: DCCLIPStudent, teacher_map_channels: int, teacher_text_dim: int,
                  teacher_embed_dim: int, weights: DistillWeights, affinity_scale: float = 100.0,
-                 frozen_image_layers: int = 0, image_lr_scale: float = 1.0):
+                 frozen_image_layers: int = 0, image_lr_scale: float = 1.0, online: OnlineTeacher | None = None):
         super().__init__()
         weights.validate()
+        self.online = online  # None: the batches carry the cached teacher outputs
         self.student = student
         self.image_adapter = FeatureMapAdapter(student.image.feature_channels, teacher_map_channels)
         self.text_adapter = PooledAdapter(student.text.feature_dim, teacher_text_dim)
         self.weights = weights
         self.embedding_terms = student.cfg.embed_dim == teacher_embed_dim
+        # stage 1 has no contrastive term: the temperature is stage 2's to learn (and a parameter that gets no
+        # gradient stops DistributedDataParallel); without the embedding terms the projections get none either
+        student.logit_scale.requires_grad_(False)
+        self.find_unused_parameters = not self.embedding_terms
         self.affinity_scale = affinity_scale
         self.fix_image_tower(frozen_image_layers, image_lr_scale)
 
     def forward(self, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
         w = self.weights
+        if self.online is not None:
+            device = batch["pixel_values"].device
+            with teacher_clock(self), torch.no_grad():
+                batch["teacher_map"], batch["teacher_image_embedding"] = self.online.images(batch["teacher_pixel_values"])
+                pooled_t, emb_t = self.online.corpus_texts(batch["text_index"], device)
+            m = batch["input_ids"].shape[1]
+            batch["teacher_text_features"] = pooled_t.unflatten(0, (-1, m))
+            batch["teacher_text_embedding"] = emb_t.unflatten(0, (-1, m))
         fmap, img_emb = image_forward(self.student, batch["pixel_values"], self.frozen_image_layers)
         teacher_map = batch["teacher_map"]
-        l_map = feature_distill_loss(self.image_adapter(fmap, teacher_map.shape[-2:]), teacher_map)
+        l_map = feature_distill_loss(self.image_adapter(fmap, teacher_map.shape[-2:]).float(), teacher_map)
         # texts come [B, m, ...] (m per image, see DistillSet): one flat text batch of B*m
         flat = {k: batch[k].flatten(0, 1) for k in ("input_ids", "attention_mask", "teacher_text_features",
                                                     "teacher_text_embedding")}
         pooled, txt_emb = self.student.text.forward_trimmed(flat["input_ids"], flat["attention_mask"])
-        l_text = feature_distill_loss(self.text_adapter(pooled), flat["teacher_text_features"])
+        # losses in fp32 whatever the forward's autocast precision
+        img_emb, txt_emb = img_emb.float(), txt_emb.float()
+        l_text = feature_distill_loss(self.text_adapter(pooled).float(), flat["teacher_text_features"])
         loss = w.image_map * l_map + w.text_features * l_text
         metrics = {"image_map": l_map.item(), "text_features": l_text.item()}
         if self.embedding_terms:
@@ -129,8 +175,9 @@ class AlignStage(FrozenPrefixStage):
 
     def __init__(self, student: DCCLIPStudent, distill_weight: float = 0.0, label_aware: bool = True,
                  affinity_weight: float = 0.0, affinity_scale: float = 100.0, frozen_image_layers: int = 0,
-                 text_distill_weight: float = 0.0, image_lr_scale: float = 1.0):
+                 text_distill_weight: float = 0.0, image_lr_scale: float = 1.0, online: OnlineTeacher | None = None):
         super().__init__()
+        self.online = online
         for name, v in (("distill_weight", distill_weight), ("affinity_weight", affinity_weight),
                         ("text_distill_weight", text_distill_weight)):
             if not v >= 0:
@@ -142,8 +189,15 @@ class AlignStage(FrozenPrefixStage):
         self.fix_image_tower(frozen_image_layers, image_lr_scale)
 
     def forward(self, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
+        if self.online is not None:
+            with teacher_clock(self), torch.no_grad():
+                if self.distill_weight > 0 or self.affinity_weight > 0:
+                    _, batch["teacher_image_embedding"] = self.online.images(batch["teacher_pixel_values"])
+                if self.text_distill_weight > 0 or self.affinity_weight > 0:
+                    _, batch["teacher_text_embedding"] = self.online.texts(batch["caption"], batch["input_ids"].device)
         _, img = image_forward(self.student, batch["pixel_values"], self.frozen_image_layers)
         _, txt = self.student.text.forward_trimmed(batch["input_ids"], batch["attention_mask"])
+        img, txt = img.float(), txt.float()  # losses in fp32 whatever the forward's autocast precision
         img_n, txt_n = F.normalize(img, dim=-1), F.normalize(txt, dim=-1)
         labels = batch.get("labels") if self.label_aware else None
         loss = clip_contrastive_loss(img_n, txt_n, self.student.scale(), labels)

@@ -52,7 +52,7 @@ class AltCLIPTeacher:
                 "'BAAI/AltCLIP' (needs the hub, or a filled Hugging Face cache) or a directory holding what "
                 "AltCLIPModel.save_pretrained and the tokenizer's save_pretrained write; without either, use "
                 "--teacher offline") from None
-        self.device, self.max_text_length = device, max_text_length
+        self.device, self.dtype, self.max_text_length = torch.device(device), torch.float32, max_text_length
         vc, cfg = self.model.config.vision_config, self.model.config
         self.preprocess = self._preprocess(name_or_path, vc.image_size)
         self.feature_channels = vc.hidden_size
@@ -80,15 +80,22 @@ class AltCLIPTeacher:
             size = crop.get("height", size) if isinstance(crop, dict) else int(crop)
         return ImagePreprocess(int(size), mean, std)
 
+    def to(self, device: str | torch.device, dtype: torch.dtype | None = None) -> "AltCLIPTeacher":
+        """Move the model (and, with dtype, cast it: a frozen teacher runs in bf16 outright on a GPU)."""
+        self.device, self.dtype = torch.device(device), dtype or self.dtype
+        self.model.to(device=self.device, dtype=self.dtype)
+        return self
+
     @torch.inference_mode()
     def encode_image(self, pixel_values: torch.Tensor) -> ImageFeatures:
-        out = self.model.vision_model(pixel_values=pixel_values.to(self.device))
+        """Features on the teacher's device, float32."""
+        out = self.model.vision_model(pixel_values=pixel_values.to(self.device, self.dtype))
         patches = out.last_hidden_state[:, 1:]  # drop CLS
         b, n, c = patches.shape
         g = int(round(n ** 0.5))
         fmap = patches.transpose(1, 2).reshape(b, c, g, g)
         emb = self.model.visual_projection(out.pooler_output)
-        return ImageFeatures(fmap.float().cpu(), F.normalize(emb, dim=-1).float().cpu())
+        return ImageFeatures(fmap.float(), F.normalize(emb.float(), dim=-1))
 
     @torch.inference_mode()
     def encode_text(self, texts: list[str]) -> TextFeatures:
@@ -97,4 +104,4 @@ class AltCLIPTeacher:
         out = self.model.text_model(input_ids=t["input_ids"], attention_mask=t["attention_mask"])
         pooled = out.pooler_output
         emb = self.model.text_projection(pooled)
-        return TextFeatures(pooled.float().cpu(), F.normalize(emb, dim=-1).float().cpu())
+        return TextFeatures(pooled.float(), F.normalize(emb.float(), dim=-1))

@@ -28,6 +28,9 @@ class Teacher(Protocol):
     feature_size: int             # H (= W) of the image feature map
     text_feature_dim: int         # C of the pooled text features
     embed_dim: int                # D
+    device: torch.device          # where encode_* run and what they return on (float32)
+
+    def to(self, device: str | torch.device, dtype: torch.dtype | None = None) -> "Teacher": ...
 
     def encode_image(self, pixel_values: torch.Tensor) -> ImageFeatures: ...
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -33,6 +34,21 @@ class CacheMissingError(FileNotFoundError):
     pass
 
 
+class DiskSpaceError(OSError):
+    """The disk cannot hold a cache about to be filled."""
+
+
+def check_disk_space(directory: Path, needed: int, what: str) -> None:
+    """Print the projected size; refuse (before any work) when the disk's free space cannot hold it."""
+    free = shutil.disk_usage(directory).free
+    print(f"teacher cache {str(directory)!r}: {what} = {needed / 2 ** 30:.2f} GiB projected, "
+          f"{free / 2 ** 30:.1f} GiB free", flush=True)
+    if needed > 0.95 * free:
+        raise DiskSpaceError(f"the teacher cache needs {needed / 2 ** 30:.2f} GiB but {str(directory)!r} has "
+                             f"{free / 2 ** 30:.2f} GiB free; use --teacher-mode online (nothing on disk), "
+                             "--teacher-map-pool K (a K x K map), or --cache on a larger disk")
+
+
 class TeacherCache:
     def __init__(self, root: str | Path, teacher_id: str, dataset_id: str, preprocess_key: str, kind: str,
                  size: int, shard_size: int = 256):
@@ -49,29 +65,37 @@ class TeacherCache:
     def n_shards(self) -> int:
         return -(-self.size // self.shard_size)
 
+    def shard_path(self, s: int) -> Path:
+        return self.dir / f"shard_{s:05d}.safetensors"
+
     def done(self) -> set[int]:
-        p = self.dir / "meta.json"
-        return set(json.loads(p.read_text())["done"]) if p.is_file() else set()
+        """The finished shards: those whose file exists (each is renamed into place whole, so a file that
+        exists is complete; a rank that died half-way leaves its shard missing, never torn)."""
+        return {s for s in range(self.n_shards) if self.shard_path(s).is_file()}
 
     def complete(self) -> bool:
         return len(self.done()) == self.n_shards
 
-    def _record(self, done: set[int]) -> None:
-        atomic_write_text(self.dir / "meta.json", json.dumps({**self.meta, "done": sorted(done)}, indent=1))
-
-    def fill(self, compute: Callable[[int, int], dict[str, torch.Tensor]], desc: str = "teacher") -> "TeacherCache":
-        """compute(start, stop) -> {name: tensor[stop-start, ...]}; called only for missing shards."""
+    def fill(self, compute: Callable[[int, int], dict[str, torch.Tensor]], desc: str = "teacher",
+             rank: int = 0, world: int = 1, row_bytes: int | None = None) -> "TeacherCache":
+        """compute(start, stop) -> {name: tensor[stop-start, ...]}; called only for missing shards, and under
+        torchrun only for this rank's (shard s belongs to rank s % world), so every rank fills in parallel.
+        Rank 0 writes meta.json, the one record of what the cache is. With row_bytes, the projected size is
+        printed before the fill and a disk that cannot hold it is refused before any work."""
         self.dir.mkdir(parents=True, exist_ok=True)
-        done = self.done()
-        todo = [s for s in range(self.n_shards) if s not in done]
+        if rank == 0 and not (self.dir / "meta.json").is_file():
+            atomic_write_text(self.dir / "meta.json", json.dumps(self.meta, indent=1))
+        missing = [s for s in range(self.n_shards) if not self.shard_path(s).is_file()]
+        if missing and row_bytes and rank == 0:
+            rows = sum(min(self.size, (s + 1) * self.shard_size) - s * self.shard_size for s in missing)
+            check_disk_space(self.dir, rows * row_bytes, f"{desc}: {rows} rows x {row_bytes / 1024:.1f} KiB")
+        todo = [s for s in missing if s % world == rank]
         for s in tqdm(todo, desc=desc, unit="shard", disable=not todo):
             start, stop = s * self.shard_size, min(self.size, (s + 1) * self.shard_size)
-            out = {k: v.detach().to(torch.float16).contiguous() for k, v in compute(start, stop).items()}
-            tmp = self.dir / f".shard_{s:05d}.tmp"
+            out = {k: v.detach().to("cpu", torch.float16).contiguous() for k, v in compute(start, stop).items()}
+            tmp = self.dir / f".shard_{s:05d}.tmp-{rank}"
             save_file(out, str(tmp))
-            tmp.replace(self.dir / f"shard_{s:05d}.safetensors")
-            done.add(s)
-            self._record(done)
+            tmp.replace(self.shard_path(s))
         return self
 
     def load(self, lazy: bool = False) -> dict[str, torch.Tensor]:
@@ -80,7 +104,7 @@ class TeacherCache:
         if not self.complete():
             raise CacheMissingError(f"teacher cache {str(self.dir)!r} is incomplete ({len(self.done())}/"
                                     f"{self.n_shards} shards); fill it first (python -m train.distill fills it)")
-        files = [self.dir / f"shard_{s:05d}.safetensors" for s in range(self.n_shards)]
+        files = [self.shard_path(s) for s in range(self.n_shards)]
         if lazy:
             with safe_open(str(files[0]), "pt") as f:
                 names = list(f.keys())
@@ -125,32 +149,60 @@ class ShardedTensor:
         return torch.stack([self._row(i) for i in rows])
 
 
+def _barrier(world: int) -> None:
+    if world > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+
+
+def pool_map(feature_map: torch.Tensor, k: int | None) -> torch.Tensor:
+    """The teacher's map average-pooled to k x k (None or a map already that small: unchanged). A ViT-L/14
+    map is 1024 x 16 x 16; pooled to 8 x 8 it costs a quarter on disk and in the loss."""
+    if not k or feature_map.shape[-1] <= k:
+        return feature_map
+    return torch.nn.functional.adaptive_avg_pool2d(feature_map.float(), k)
+
+
+def image_row_bytes(teacher: Teacher, map_pool: int | None = None) -> int:
+    """Bytes of one cached image row (fp16 map + embedding)."""
+    side = min(teacher.feature_size, map_pool) if map_pool else teacher.feature_size
+    return 2 * (teacher.feature_channels * side * side + teacher.embed_dim)
+
+
 def cache_image_features(teacher: Teacher, images: Callable[[int], object], size: int, dataset_id: str,
-                         root: str | Path, batch_size: int = 4, shard_size: int = 256,
-                         lazy: bool = False) -> dict[str, torch.Tensor]:
+                         root: str | Path, batch_size: int = 4, shard_size: int | None = None,
+                         lazy: bool = False, map_pool: int | None = None, rank: int = 0,
+                         world: int = 1) -> dict[str, torch.Tensor]:
     """{"feature_map": [N,C,H,W], "embedding": [N,D]} (fp16) of the teacher on images(0..size-1) (PIL
     images), computed once and cached; lazy=True reads rows from disk on demand (see TeacherCache.load).
-    Small batches are faster here: EfficientNet-Lite0 on one CPU thread ran 35-39 img/s at batch 2-4 and
-    14 img/s at batch 64 (its activations outgrow the caches)."""
+    Under torchrun every rank fills its own shards; the caller waits at a barrier before loading.
+    Small batches are faster on a CPU: EfficientNet-Lite0 on one thread ran 35-39 img/s at batch 2-4 and
+    14 img/s at batch 64 (its activations outgrow the caches); on a GPU give a large batch_size."""
     from ..data.preprocess import preprocess_batch
 
-    cache = TeacherCache(root, teacher.teacher_id, dataset_id, teacher.preprocess.key(), "image", size, shard_size)
+    pooled_id = f"{dataset_id}-pool{map_pool}" if map_pool else dataset_id
+    # 256 rows a shard, but at least 8 shards for a small set, so torchrun ranks share even a small fill
+    shard_size = shard_size or max(1, min(256, -(-size // 8)))
+    cache = TeacherCache(root, teacher.teacher_id, pooled_id, teacher.preprocess.key(), "image", size, shard_size)
 
     def compute(start: int, stop: int) -> dict[str, torch.Tensor]:
         maps, embs = [], []
         for i in range(start, stop, batch_size):
             batch = preprocess_batch([images(j) for j in range(i, min(stop, i + batch_size))], teacher.preprocess)
             f = teacher.encode_image(batch)
-            maps.append(f.feature_map)
-            embs.append(f.embedding)
+            maps.append(pool_map(f.feature_map, map_pool).cpu())
+            embs.append(f.embedding.cpu())
         return {"feature_map": torch.cat(maps), "embedding": torch.cat(embs)}
 
-    return cache.fill(compute, desc=f"teacher images ({dataset_id})").load(lazy)
+    cache.fill(compute, desc=f"teacher images ({dataset_id})", rank=rank, world=world,
+               row_bytes=image_row_bytes(teacher, map_pool))
+    _barrier(world)  # every rank's shards are in place before anyone reads
+    return cache.load(lazy)
 
 
 def cache_text_features(teacher: Teacher, texts: Sequence[str], dataset_id: str, root: str | Path,
-                        batch_size: int = 256, shard_size: int = 4096) -> dict[str, torch.Tensor]:
-    """Teacher pooled features and embeddings for `texts`, cached."""
+                        batch_size: int = 256, shard_size: int = 4096, rank: int = 0,
+                        world: int = 1) -> dict[str, torch.Tensor]:
+    """Teacher pooled features and embeddings for `texts`, cached (under torchrun, filled by every rank)."""
     content = hashlib.sha256("\n".join(texts).encode()).hexdigest()[:12]  # same name, other texts: other cache
     cache = TeacherCache(root, teacher.teacher_id, f"{dataset_id}-{content}", "text", "text", len(texts), shard_size)
 
@@ -158,8 +210,11 @@ def cache_text_features(teacher: Teacher, texts: Sequence[str], dataset_id: str,
         pooled, embs = [], []
         for i in range(start, stop, batch_size):
             f = teacher.encode_text(list(texts[i:min(stop, i + batch_size)]))
-            pooled.append(f.pooled)
-            embs.append(f.embedding)
+            pooled.append(f.pooled.cpu())
+            embs.append(f.embedding.cpu())
         return {"pooled": torch.cat(pooled), "embedding": torch.cat(embs)}
 
-    return cache.fill(compute, desc=f"teacher texts ({dataset_id})").load()
+    cache.fill(compute, desc=f"teacher texts ({dataset_id})", rank=rank, world=world,
+               row_bytes=2 * (teacher.text_feature_dim + teacher.embed_dim))
+    _barrier(world)
+    return cache.load()

@@ -78,6 +78,14 @@ class OfflineTeacher:
         self.image_model = _load_efficientnet_lite0()
         self.text_model = MultilingualUSE()
         self.class_embeddings = self._class_embeddings()  # [1000, 512]
+        self.device, self.dtype = torch.device("cpu"), torch.float32
+
+    def to(self, device: str | torch.device, dtype: torch.dtype | None = None) -> "OfflineTeacher":
+        """The image model on `device` (in `dtype`); the text model is ONNX and stays on the CPU."""
+        self.device, self.dtype = torch.device(device), dtype or self.dtype
+        self.image_model.to(device=self.device, dtype=self.dtype)
+        self.class_embeddings = self.class_embeddings.to(self.device)
+        return self
 
     def _class_embeddings(self) -> torch.Tensor:
         """Mean of each ImageNet class's English and Chinese prompt embeddings; cached on disk (the text
@@ -102,12 +110,12 @@ class OfflineTeacher:
     @torch.inference_mode()
     def encode_image(self, pixel_values: torch.Tensor) -> ImageFeatures:
         m = self.image_model
-        fmap = m.extract_features(pixel_values)
+        fmap = m.extract_features(pixel_values.to(self.device, self.dtype))
         logits = m._fc(torch.flatten(m._avg_pooling(fmap), 1))
-        top = logits.softmax(-1).topk(self.top_k, dim=-1)
+        top = logits.float().softmax(-1).topk(self.top_k, dim=-1)
         weights = top.values / top.values.sum(-1, keepdim=True)
         emb = (weights[..., None] * self.class_embeddings[top.indices]).sum(1)
-        return ImageFeatures(fmap, F.normalize(emb, dim=-1))
+        return ImageFeatures(fmap.float(), F.normalize(emb, dim=-1))
 
     @torch.inference_mode()
     def encode_text(self, texts: list[str]) -> TextFeatures:
