@@ -37,6 +37,14 @@ manifest.json (format_version 1), every key always present:
     files:          {relative path: {sha256, size_bytes}} for every file in the bundle but manifest.json
                     (a .mlpackage is a directory: each file in it is listed)
 
+The path rule (every reader: this module, lowering.report, lowering.verify_coreml, the Java and Swift cores):
+every path the manifest or golden.json names (text.tokenizer.model/json, class_embeddings.file, golden,
+golden.json's images[].file, each artifact's file) must be a relative POSIX path whose segments are neither
+empty, "." nor ".." (no leading "/", no "\\", no NUL), must be listed in the file table with its sha256 (an
+.mlpackage directory: the files under it), and must not resolve outside the bundle through a symbolic link.
+It is checked before the file is opened; a bundle holds regular files only (no symbolic links). Error
+messages name the manifest's value, never a file's contents.
+
 golden.json (format_version 1):
     texts:  [{text, language, input_ids [L], attention_mask [L], embedding [D]}]
     images: [{file ("golden/0.png"), preprocessed {shape, sha256 (float32 little-endian bytes), sum,
@@ -73,10 +81,102 @@ def file_sha256(path: str | Path) -> str:
 
 
 def list_files(directory: str | Path) -> dict[str, Path]:
-    """Every regular file under `directory` but the manifest, by its relative POSIX path."""
+    """Every file under `directory` but the manifest, by its relative POSIX path (symbolic links included,
+    not followed: verify_files refuses them without reading them)."""
     directory = Path(directory)
     return {p.relative_to(directory).as_posix(): p for p in sorted(directory.rglob("*"))
-            if p.is_file() and p.relative_to(directory).as_posix() != MANIFEST_FILE}
+            if (p.is_symlink() or p.is_file()) and p.relative_to(directory).as_posix() != MANIFEST_FILE}
+
+
+# ----------------------------------------------------------------------------------------- the path rule
+_SHA256_HEX = frozenset("0123456789abcdef")
+
+
+def _show(value: object, limit: int = 120) -> str:
+    """A manifest value for an error message, cut short (never a file's contents)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "...'"
+
+
+def check_relative_path(rel: object, what: str) -> str:
+    """The lexical half of the path rule: `rel` is a relative POSIX path inside the bundle."""
+    if not isinstance(rel, str) or not rel:
+        raise BundleError(f"{what} must be a non-empty relative path inside the bundle, got {_show(rel)}")
+    if (rel.startswith("/") or "\\" in rel or "\0" in rel
+            or any(seg in ("", ".", "..") for seg in rel.split("/"))):
+        raise BundleError(f"{what} is {_show(rel)}, which is not a relative path inside the bundle; refusing to "
+                          "open it. A bundle names its files as plain relative paths (e.g. \"golden/0.png\")")
+    return rel
+
+
+def _listed(manifest: dict, rel: str, directory_ok: bool) -> bool:
+    files = manifest["files"]
+    return rel in files or (directory_ok and any(k.startswith(rel + "/") for k in files))
+
+
+def bundle_path(bundle: str | Path, manifest: dict, rel: object, what: str, directory_ok: bool = False) -> Path:
+    """The one way a reader turns a path the manifest or golden.json names into a file to open: relative,
+    inside the bundle, listed in the file table with its sha256 (a directory, with `directory_ok`: files
+    under it), and not a symbolic link out of the bundle. BundleError otherwise, before anything is opened."""
+    rel = check_relative_path(rel, what)
+    if not _listed(manifest, rel, directory_ok):
+        raise BundleError(f"{what} is {_show(rel)}, which the manifest's file table does not list with a sha256; "
+                          "refusing to open it. Re-export the bundle with `python -m lowering.export`")
+    root = Path(bundle)
+    path = root / rel
+    real, real_root = path.resolve(), root.resolve()
+    if real != real_root and real_root not in real.parents:
+        raise BundleError(f"{what} is {_show(rel)}, which resolves outside the bundle (a symbolic link); "
+                          "refusing to open it")
+    return path
+
+
+def named_paths(manifest: dict) -> list[tuple[str, object, bool]]:
+    """(what, path, may be a directory) for every path manifest.json names."""
+    out: list[tuple[str, object, bool]] = []
+    tok = manifest.get("text", {}).get("tokenizer") if isinstance(manifest.get("text"), dict) else None
+    if isinstance(tok, dict):
+        out += [(f"manifest text.tokenizer.{k}", tok[k], False) for k in ("model", "json") if k in tok]
+    ce = manifest.get("class_embeddings")
+    if ce is not None:
+        out.append(("manifest class_embeddings.file", ce.get("file") if isinstance(ce, dict) else ce, False))
+    out.append(("manifest golden", manifest.get("golden"), False))
+    for k, a in enumerate(manifest.get("artifacts") or []):
+        out.append((f"manifest artifacts[{k}].file", a.get("file") if isinstance(a, dict) else None, True))
+    return out
+
+
+def _check_structure(manifest: dict, where: str) -> None:
+    """Types of what every reader relies on: the file table's entries and each artifact's fields."""
+    files = manifest["files"]
+    if not isinstance(files, dict):
+        raise BundleError(f"{where} files must be an object {{relative path: {{sha256, size_bytes}}}}, "
+                          f"got {type(files).__name__}. Re-export the bundle")
+    for rel, entry in files.items():
+        check_relative_path(rel, f"{where} files key")
+        ok = (isinstance(entry, dict) and isinstance(entry.get("sha256"), str) and len(entry["sha256"]) == 64
+              and set(entry["sha256"]) <= _SHA256_HEX and type(entry.get("size_bytes")) is int
+              and entry["size_bytes"] >= 0)
+        if not ok:
+            raise BundleError(f"{where} files[{_show(rel)}] must be {{\"sha256\": 64 lowercase hex digits, "
+                              f"\"size_bytes\": an integer >= 0}}, got {_show(entry)}. Re-export the bundle")
+    artifacts = manifest["artifacts"]
+    if not isinstance(artifacts, list):
+        raise BundleError(f"{where} artifacts must be a list, got {type(artifacts).__name__}. Re-export the bundle")
+    for k, a in enumerate(artifacts):
+        if not isinstance(a, dict):
+            raise BundleError(f"{where} artifacts[{k}] must be an object, got {type(a).__name__}")
+        for key in ("tower", "backend", "format", "precision", "file"):
+            if not isinstance(a.get(key), str):
+                state = "lacks" if key not in a else f"has a {type(a[key]).__name__} for"
+                raise BundleError(f"{where} artifacts[{k}] {state} \"{key}\" (a string); re-export the bundle")
+        if type(a.get("size_bytes")) is not int:
+            raise BundleError(f"{where} artifacts[{k}] size_bytes must be an integer, got {_show(a.get('size_bytes'))}")
+    for what, rel, directory_ok in named_paths(manifest):
+        rel = check_relative_path(rel, what)
+        if not _listed(manifest, rel, directory_ok):
+            raise BundleError(f"{what} is {_show(rel)}, which the manifest's file table does not list with a "
+                              "sha256; refusing to open it. Re-export the bundle with `python -m lowering.export`")
 
 
 def file_table(directory: str | Path) -> dict[str, dict]:
@@ -93,6 +193,7 @@ def load_manifest(bundle: str | Path) -> dict:
     missing = [k for k in REQUIRED_KEYS if k not in manifest]
     if missing:
         raise BundleError(f"{str(path)!r} lacks {', '.join(missing)}")
+    _check_structure(manifest, repr(str(path)))
     return manifest
 
 
@@ -107,6 +208,9 @@ def verify_files(bundle: str | Path, manifest: dict | None = None) -> list[str]:
     problems += [f"{rel}: in the bundle but not in the manifest" for rel in on_disk if rel not in listed]
     for rel, entry in listed.items():
         if rel not in on_disk:
+            continue
+        if on_disk[rel].is_symlink():  # never followed: it could point anywhere
+            problems.append(f"{rel}: a symbolic link; a bundle holds regular files only")
             continue
         size = on_disk[rel].stat().st_size
         if size != entry["size_bytes"]:
@@ -137,8 +241,21 @@ def find_artifact(manifest: dict, tower: str, precision: str | None = None, back
     raise BundleError(f"no {tower} artifact with precision={precision!r} backend={backend!r}; the bundle has {have}")
 
 
-def load_golden(bundle: str | Path) -> dict:
-    path = Path(bundle) / GOLDEN_FILE
+def load_golden(bundle: str | Path, manifest: dict | None = None) -> dict:
+    """golden.json, by the path the manifest names (the path rule), with every images[].file checked by the
+    same rule before anyone opens it: use `golden_image_path` to open one."""
+    manifest = manifest if manifest is not None else load_manifest(bundle)
+    path = bundle_path(bundle, manifest, manifest["golden"], "manifest golden")
     if not path.is_file():
         raise BundleError(f"{str(path)!r} does not exist")
-    return read_versioned_json(path, GOLDEN_FORMAT_VERSION, BundleError, ". Re-export the bundle.")
+    golden = read_versioned_json(path, GOLDEN_FORMAT_VERSION, BundleError, ". Re-export the bundle.")
+    images = golden.get("images", [])
+    if not isinstance(images, list) or not all(isinstance(g, dict) for g in images):
+        raise BundleError(f"{str(path)!r} images must be a list of objects; re-export the bundle")
+    for k, g in enumerate(images):
+        bundle_path(bundle, manifest, g.get("file"), f"golden.json images[{k}].file")
+    return golden
+
+
+def golden_image_path(bundle: str | Path, manifest: dict, image: dict, k: int) -> Path:
+    return bundle_path(bundle, manifest, image.get("file"), f"golden.json images[{k}].file")

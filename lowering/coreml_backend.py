@@ -7,11 +7,21 @@ ExecuTorch Core ML delegate.
 
 Core ML cannot run on Linux: here a package's structure is checked against the manifest
 (`coreml_structure`); `python -m lowering.verify_coreml BUNDLE` runs predict on macOS.
+
+Reading a package never writes it: coremltools' ModelPackage (behind ct.utils.load_spec and MLModel) rewrites
+the package's Manifest.json each time it opens one, and follows whatever paths that file names. So the spec is
+found here from Manifest.json read as plain JSON, its path held inside the package (`package_root_spec`), and
+anything that needs coremltools' loader gets a private copy (`private_copy`).
 """
 from __future__ import annotations
 
+import contextlib
+import json
+import shutil
+import tempfile
 import warnings
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -101,10 +111,56 @@ def coreml_delegate_compile_specs():
     )
 
 
+class CoreMLPackageError(ValueError):
+    """An .mlpackage's Manifest.json is missing, malformed, or names a specification outside the package."""
+
+
+def package_root_spec(package: str | Path) -> str:
+    """The package-relative path ("Data/com.apple.CoreML/model.mlmodel") of an .mlpackage's root model
+    specification, from its Manifest.json read as plain JSON; a path that is not plainly inside the package
+    (absolute, "..", a symbolic link out) is refused."""
+    package = Path(package)
+    manifest = package / "Manifest.json"
+    try:
+        info = json.loads(manifest.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CoreMLPackageError(f"{str(manifest)!r} cannot be read as JSON ({type(e).__name__}); "
+                                 "re-export the bundle") from None
+    entries = info.get("itemInfoEntries") if isinstance(info, dict) else None
+    root = info.get("rootModelIdentifier") if isinstance(info, dict) else None
+    entry = entries.get(root) if isinstance(entries, dict) and isinstance(root, str) else None
+    rel = entry.get("path") if isinstance(entry, dict) else None
+    if not isinstance(rel, str) or not rel or rel.startswith("/") or "\\" in rel or "\0" in rel or any(
+            seg in ("", ".", "..") for seg in rel.split("/")):
+        raise CoreMLPackageError(f"{str(manifest)!r} names its root model as {str(rel)[:120]!r}, which is not a "
+                                 "relative path inside the package; refusing to open it")
+    path = package / "Data" / rel
+    real, real_package = path.resolve(), package.resolve()
+    if real_package not in real.parents or not path.is_file():
+        raise CoreMLPackageError(f"{str(manifest)!r} names its root model {rel!r}, which is not a file inside the "
+                                 "package; re-export the bundle")
+    return f"Data/{rel}"
+
+
+@contextlib.contextmanager
+def private_copy(package: str | Path) -> Iterator[Path]:
+    """A copy of the package in a temporary directory (symbolic links copied as links, never followed), for
+    coremltools' loaders, which rewrite what they open; deleted afterwards."""
+    package = Path(package)
+    with tempfile.TemporaryDirectory(prefix="dcclip-coreml-") as d:
+        copy = Path(d) / package.name
+        shutil.copytree(package, copy, symlinks=True)
+        yield copy
+
+
 def coreml_structure(package: str | Path) -> dict:
-    """Inputs and outputs (name, shape, dtype) of a saved .mlpackage, read from its spec (no predict)."""
-    ct = _quiet_coremltools()
-    spec = ct.utils.load_spec(str(package))
+    """Inputs and outputs (name, shape, dtype) of a saved .mlpackage, read from its spec (no predict), without
+    writing anything in the package (module docstring)."""
+    _quiet_coremltools()
+    from coremltools.proto import Model_pb2
+
+    spec = Model_pb2.Model()
+    spec.ParseFromString((Path(package) / package_root_spec(package)).read_bytes())
 
     def feature(f) -> dict:
         arr = f.type.multiArrayType

@@ -5,6 +5,11 @@
 Core ML's predict exists only on macOS; on other systems this checks what it can (files against the
 manifest, each package's inputs/outputs/shapes/dtypes) and says that predict was skipped.
 Exit 0 when every package passes, 1 when one fails, 2 on a bad bundle.
+
+It never opens a file outside the bundle and never writes in it: every path it opens passes the bundle's path
+rule (dcclip_mobile/bundle_manifest.py), a bundle whose files do not match the manifest is failed before any
+package or image is opened, a package's spec is read without coremltools' loader (which rewrites
+Manifest.json), and predict runs on a private copy of each package.
 """
 from __future__ import annotations
 
@@ -27,17 +32,18 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def verify(bundle: Path, min_cosine: float | None = None, log=print) -> bool:
-    from PIL import Image
+    from dcclip_mobile.data.preprocess import ImagePreprocess, load_image, preprocess_image
+    from lowering.coreml_backend import CoreMLPackageError, check_coreml_structure, package_root_spec, private_copy
 
-    from dcclip_mobile.data.preprocess import ImagePreprocess, preprocess_image
-    from lowering.coreml_backend import check_coreml_structure
-
-    manifest = bm.load_manifest(bundle)
-    golden = bm.load_golden(bundle)
-    ok = True
-    for problem in bm.verify_files(bundle, manifest):
+    manifest = bm.load_manifest(bundle)  # refuses any path it names outside the bundle, before opening it
+    problems = bm.verify_files(bundle, manifest)
+    for problem in problems:
         log(f"FAIL {problem}")
-        ok = False
+    if problems:
+        log("FAIL the bundle does not match its manifest: nothing in it was opened")
+        return False
+    golden = bm.load_golden(bundle, manifest)
+    ok = True
     pre = manifest["image"]["preprocess"]
     preprocess = ImagePreprocess(pre["size"], tuple(pre["mean"]), tuple(pre["std"]), pre["resize"])
     can_predict = platform.system() == "Darwin"
@@ -46,7 +52,13 @@ def verify(bundle: Path, min_cosine: float | None = None, log=print) -> bool:
     for a in manifest["artifacts"]:
         if a["format"] != "mlpackage":
             continue
-        problems = check_coreml_structure(bundle / a["file"], a["inputs"], [a["output"]])
+        package = bm.bundle_path(bundle, manifest, a["file"], f"artifact {a['file']!r}", directory_ok=True)
+        try:
+            # the spec the package's Manifest.json names: inside the package and in the bundle's file table
+            bm.bundle_path(bundle, manifest, f"{a['file']}/{package_root_spec(package)}", f"{a['file']} root model")
+            problems = check_coreml_structure(package, a["inputs"], [a["output"]])
+        except (CoreMLPackageError, bm.BundleError) as e:
+            problems = [str(e)]
         if problems:
             ok = False
             log(f"FAIL {a['file']}: " + "; ".join(problems))
@@ -56,20 +68,22 @@ def verify(bundle: Path, min_cosine: float | None = None, log=print) -> bool:
             continue
         import coremltools as ct
 
-        model = ct.models.MLModel(str(bundle / a["file"]))
         threshold = min_cosine if min_cosine is not None else MIN_COSINE.get(a["precision"], 0.99)
         cosines = []
-        if a["tower"] == "image":
-            for g in golden["images"]:
-                x = preprocess_image(Image.open(bundle / g["file"]), preprocess).unsqueeze(0).numpy()
-                out = model.predict({"pixel_values": x})[a["output"]["name"]]
-                cosines.append(_cosine(out, np.asarray(g["embedding"])))
-        else:
-            for g in golden["texts"]:
-                feed = {"input_ids": np.asarray([g["input_ids"]], np.int32),
-                        "attention_mask": np.asarray([g["attention_mask"]], np.int32)}
-                out = model.predict(feed)[a["output"]["name"]]
-                cosines.append(_cosine(out, np.asarray(g["embedding"])))
+        with private_copy(package) as copy:  # coremltools' loader rewrites the package it opens
+            model = ct.models.MLModel(str(copy))
+            if a["tower"] == "image":
+                for k, g in enumerate(golden["images"]):
+                    image = load_image(bm.golden_image_path(bundle, manifest, g, k))
+                    x = preprocess_image(image, preprocess).unsqueeze(0).numpy()
+                    out = model.predict({"pixel_values": x})[a["output"]["name"]]
+                    cosines.append(_cosine(out, np.asarray(g["embedding"])))
+            else:
+                for g in golden["texts"]:
+                    feed = {"input_ids": np.asarray([g["input_ids"]], np.int32),
+                            "attention_mask": np.asarray([g["attention_mask"]], np.int32)}
+                    out = model.predict(feed)[a["output"]["name"]]
+                    cosines.append(_cosine(out, np.asarray(g["embedding"])))
         worst = min(cosines)
         passed = worst >= threshold
         ok &= passed
@@ -84,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         return 0 if verify(Path(args.bundle), args.min_cosine) else 1
-    except bm.BundleError as e:
+    except (bm.BundleError, ValueError, OSError) as e:  # ImageLoadError is a ValueError
         print(f"error: {e}", file=sys.stderr)
         return 2
 
