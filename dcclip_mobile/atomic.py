@@ -83,6 +83,27 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def check_writable_dir(out: str | Path, flag: str, error: type[Exception] = ValueError) -> Path:
+    """`out` is a directory this process can create files in, or can be made one (its nearest existing ancestor
+    is such a directory): what a runner checks before it computes anything. Creates nothing that stays;
+    `error(message naming flag and path)` otherwise."""
+    out = Path(out)
+    probe = out
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    if not probe.is_dir():
+        where = "is a file" if probe == out else f"cannot be made: {str(probe)!r} is a file"
+        raise error(f"{flag} {str(out)!r} {where}; give a directory")
+    try:
+        with tempfile.NamedTemporaryFile(dir=probe, prefix=".write-test-"):
+            pass
+    except OSError as e:
+        where = "" if probe == out else f" (in {str(probe)!r})"
+        raise error(f"{flag} {str(out)!r} cannot be written{where}: {e.strerror or type(e).__name__}; give a "
+                    "directory you can write to") from None
+    return out
+
+
 # --------------------------------------------------------------------------------------------- directories
 def _sibling(final: Path, kind: str) -> Path:
     """A fresh name beside `final` for one of the steps' directories."""
@@ -231,6 +252,8 @@ def atomic_directory(final: str | Path) -> Iterator[Path]:
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
+    if final.exists() and not final.is_dir():
+        raise FileExistsError(f"{str(final)!r} is a file, not a directory; refusing to replace it")
     recover_directory(final)
     clean_stale(final)
     tmp = _make_tmp(final)

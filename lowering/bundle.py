@@ -99,7 +99,9 @@ def _specs(specs: list[TensorSpec]) -> list[dict]:
 
 
 def base_manifest(target: str, model: DCCLIPStudent, tokenizer: BilingualTokenizer, checkpoint: str | None,
-                  checkpoint_sha256: dict[str, str]) -> dict:
+                  checkpoint_sha256: dict[str, str], checkpoint_from_bundle: str | None = None) -> dict:
+    """checkpoint: the path as given; checkpoint_from_bundle: the same checkpoint relative to the bundle
+    directory, which lowering.report resolves (and uses only when checkpoint_sha256 matches)."""
     cfg = model.cfg
     id_dtype = "int32" if target == "ios" else "int64"
     return {
@@ -108,7 +110,7 @@ def base_manifest(target: str, model: DCCLIPStudent, tokenizer: BilingualTokeniz
         "created_by": f"dcclip-mobile {_version()} (python -m lowering.export)",
         "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "student": {"name": cfg.name, "embed_dim": cfg.embed_dim, "checkpoint": checkpoint,
-                    "checkpoint_sha256": checkpoint_sha256},
+                    "checkpoint_from_bundle": checkpoint_from_bundle, "checkpoint_sha256": checkpoint_sha256},
         "embed_dim": cfg.embed_dim,
         "logit_scale": float(model.scale().detach()),
         "image": {"inputs": _specs(input_specs(cfg, "image")), "output": output_spec(cfg).to_dict(),

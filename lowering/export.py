@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -32,7 +33,7 @@ from pathlib import Path
 import torch
 
 from dcclip_mobile import bundle_manifest as bm
-from dcclip_mobile.atomic import atomic_directory
+from dcclip_mobile.atomic import atomic_directory, check_writable_dir
 from dcclip_mobile.checkpoint import CHECKPOINT_FILES, CheckpointError, load_student
 from dcclip_mobile.data.sources import IMAGE_SOURCES, open_image_source
 from dcclip_mobile.models import DCCLIPStudent
@@ -332,6 +333,14 @@ def _checkpoint_hashes(checkpoint: str | Path | None) -> dict[str, str]:
     return {f: bm.file_sha256(Path(checkpoint) / f) for f in CHECKPOINT_FILES if (Path(checkpoint) / f).is_file()}
 
 
+def _checkpoint_from_bundle(checkpoint: str | Path | None, bundle: Path) -> str | None:
+    """The checkpoint's path relative to the bundle directory (POSIX), so the report finds it from anywhere
+    the two are moved together; None without a checkpoint."""
+    if checkpoint is None:
+        return None
+    return Path(os.path.relpath(Path(checkpoint).resolve(), bundle.resolve())).as_posix()
+
+
 def export_bundles(model: DCCLIPStudent, tokenizer: BilingualTokenizer, targets: list[str], out: str | Path,
                    precisions: dict[str, list[str]] | None = None, eval_set: EvalSet | None = None,
                    allow_parity_failure: bool = False, checkpoint: str | Path | None = None,
@@ -367,7 +376,8 @@ def export_bundles(model: DCCLIPStudent, tokenizer: BilingualTokenizer, targets:
             ps = precisions.get(target) or [DEFAULT_PRECISION[target]]
             artifacts = BUILDERS[target](model, refs, ps, directory, log, measure_latency)
             manifest = bundle_parts.base_manifest(target, model, tokenizer, None if checkpoint is None else str(checkpoint),
-                                                  _checkpoint_hashes(checkpoint))
+                                                  _checkpoint_hashes(checkpoint),
+                                                  _checkpoint_from_bundle(checkpoint, out / target))
             manifest["default_precision"] = _mark_defaults(artifacts, target, ps)
             manifest["artifacts"] = artifacts
             tokenizer.save(directory)
@@ -429,6 +439,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.eval_images < 2:
             raise ExportError(f"--eval-images must be >= 2, got {args.eval_images}")
         source = open_source(args.images, args.split) if args.images is not None else None
+        check_writable_dir(args.out, "--out", ExportError)  # said now, not after the export
+        for t in targets:
+            if (Path(args.out) / t).exists() and not (Path(args.out) / t).is_dir():
+                raise ExportError(f"--out {args.out!r}: {str(Path(args.out) / t)!r} is a file; the {t} bundle is a "
+                                  "directory there. Move the file or give another --out")
         if not Path(args.checkpoint).is_dir() and args.checkpoint == DEFAULT_CHECKPOINT:
             raise CheckpointError(f"no checkpoint at the default {DEFAULT_CHECKPOINT!r}: run `python -m train.demo` "
                                   "to make one, or pass --checkpoint DIR (a directory written by save_student)")

@@ -12,8 +12,15 @@ the same way; --templates N scores the host rows with the first N CLIP templates
 "scoring" field (a column in report.md) says which rule it used. Latency: batch 1, median and p90 of
 --runs after warm-up, threads stated. Peak memory: the growth of the process's peak RSS while loading and
 running the artifact (Linux VmHWM, reset before each). Core ML packages cannot run on Linux: their rows
-carry size and parity only. A bundle whose files do not match the manifest's sha256 table is refused. --device-json merges figures the demo apps measured on a
-phone (same entry schema). Writes report.json, report.md and PNG plots (accuracy vs latency, vs size).
+carry size and parity only. A bundle whose files do not match the manifest's sha256 table is refused, and so
+is any path it names outside the bundle (the path rule: dcclip_mobile/bundle_manifest.py). --device-json
+merges figures the demo apps measured on a phone (same entry schema). Writes report.json, report.md and PNG
+plots (accuracy vs latency, vs size).
+
+The eager row: --checkpoint DIR, or the checkpoint the manifest names (student.checkpoint_from_bundle,
+relative to the bundle; for older bundles student.checkpoint) used only when every file's sha256 matches the
+manifest's student.checkpoint_sha256; otherwise there is no eager row and a note says how to pass --checkpoint.
+Bad arguments and bundles end in one line on stderr and exit code 2, before anything is computed.
 """
 from __future__ import annotations
 
@@ -29,7 +36,8 @@ import torch
 import torch.nn.functional as F
 
 from dcclip_mobile import bundle_manifest as bm
-from dcclip_mobile.checkpoint import load_student
+from dcclip_mobile.atomic import check_writable_dir
+from dcclip_mobile.checkpoint import CHECKPOINT_FILES, load_student
 from dcclip_mobile.assets import assets_present
 from dcclip_mobile.data.labels import templates as clip_templates
 from dcclip_mobile.data.preprocess import ImagePreprocess, preprocess_image
@@ -98,15 +106,84 @@ def load_eval(images: str, limit: int, size_cfg) -> tuple[torch.Tensor, torch.Te
     return pixels, torch.as_tensor(source.labels), source.classes, source.dataset_id
 
 
-def runner_for(bundle: Path, artifact: dict) -> Runner | None:
-    path = bundle / artifact["file"]
-    if artifact["format"] == "pte":
-        if artifact["backend"] != "xnnpack":
-            return None  # the Core ML delegate runs only on Apple devices
-        return PteRunner(path)
-    if artifact["format"] == "torchscript":
-        return TorchScriptRunner(str(path))
+def runner_for(bundle: Path, artifact: dict, manifest: dict | None = None) -> Runner | None:
+    """The artifact's runner here (None where it cannot run on this host); its path by the path rule."""
+    manifest = manifest if manifest is not None else bm.load_manifest(bundle)
+    fmt = artifact["format"]
+    if fmt not in ("pte", "torchscript") or (fmt == "pte" and artifact["backend"] != "xnnpack"):
+        return None  # Core ML packages and the Core ML delegate run only on Apple devices
+    path = bm.bundle_path(bundle, manifest, artifact["file"], f"artifact {artifact['file']!r}")
+    runtime = "the ExecuTorch runtime" if fmt == "pte" else "TorchScript"
+    if fmt == "pte":
+        with open(path, "rb") as f:
+            head = f.read(8)
+        if head[4:6] != b"ET":  # the flatbuffer file identifier of every ExecuTorch program ("ET12")
+            raise ReportError(f"{str(path)!r} cannot be loaded by {runtime}: it is not an ExecuTorch program (no "
+                              "\"ET\" identifier in its header). Re-export the bundle with `python -m lowering.export`")
+    try:
+        return PteRunner(path) if fmt == "pte" else TorchScriptRunner(str(path))
+    except Exception as e:  # noqa: BLE001 - any loader failure is a bad artifact, said in one line
+        detail = str(e).strip().splitlines()[0] if str(e).strip() else "no detail"
+        raise ReportError(f"{str(path)!r} cannot be loaded by {runtime} ({type(e).__name__}: {detail}). Re-export the "
+                          "bundle with the dcclip-mobile and ExecuTorch this report runs with") from None
+
+
+# ------------------------------------------------------------------------------------------ the eager row
+def _checkpoint_mismatch(directory: Path, recorded: dict) -> str | None:
+    """Why `directory` is not the checkpoint whose sha256s the manifest recorded (None: it is)."""
+    if not directory.is_dir():
+        return f"{str(directory)!r} does not exist"
+    for f in CHECKPOINT_FILES:
+        if not (directory / f).is_file():
+            return f"{str(directory / f)!r} is missing"
+        if bm.file_sha256(directory / f) != recorded.get(f):
+            return f"{str(directory / f)!r} differs from the sha256 the manifest recorded"
     return None
+
+
+def manifest_checkpoint(bundle: Path, manifest: dict) -> tuple[Path | None, str]:
+    """(the checkpoint the manifest names, verified) or (None, why not): resolved relative to the bundle
+    (student.checkpoint_from_bundle, then student.checkpoint), or as given where a bundle from before
+    checkpoint_from_bundle stored a path relative to the directory export ran in; used only when every
+    checkpoint file's sha256 matches student.checkpoint_sha256."""
+    student = manifest.get("student") if isinstance(manifest.get("student"), dict) else {}
+    recorded = student.get("checkpoint_sha256")
+    names = [n for n in (student.get("checkpoint_from_bundle"), student.get("checkpoint")) if isinstance(n, str) and n]
+    if not names:
+        return None, "the manifest names no checkpoint"
+    if not isinstance(recorded, dict) or set(recorded) != set(CHECKPOINT_FILES):
+        return None, "the manifest records no sha256 for every checkpoint file, so no checkpoint can be trusted"
+    candidates: list[Path] = []
+    for n in names:
+        for c in (bundle / n, Path(n)):
+            if c not in candidates:
+                candidates.append(c)
+    reasons = []
+    for c in candidates:
+        why = _checkpoint_mismatch(c, recorded)
+        if why is None:
+            return c, "its sha256 matches the manifest"
+        reasons.append(why)
+    return None, "; ".join(dict.fromkeys(reasons))
+
+
+def eager_checkpoint(bundle: Path, manifest: dict, checkpoint: str | None, log=print) -> str | Path | None:
+    """Which checkpoint gives the eager row, saying so: --checkpoint as given (noting when it is not the one the
+    bundle was exported from), else the manifest's when its sha256 matches, else None with how to pass one."""
+    student = manifest.get("student") if isinstance(manifest.get("student"), dict) else {}
+    recorded = student.get("checkpoint_sha256")
+    if checkpoint is not None:
+        if isinstance(recorded, dict) and set(recorded) == set(CHECKPOINT_FILES):
+            why = _checkpoint_mismatch(Path(checkpoint), recorded)
+            if why is not None:
+                log(f"note: the eager row is --checkpoint {checkpoint!r}, which is not the checkpoint this bundle was "
+                    f"exported from ({why})")
+        return checkpoint
+    found, why = manifest_checkpoint(bundle, manifest)
+    if found is None:
+        log(f"note: no eager row: {why}. Pass --checkpoint DIR (the checkpoint the bundle was exported from) to "
+            "compare the artifacts with the eager student")
+    return found
 
 
 def first_clip_templates(n: int) -> dict[str, list[str]]:
@@ -159,13 +236,14 @@ def build_report(bundle: str | Path, images: str = "fashion-mnist", limit: int =
     entries = []
     example = {"image": (pixels[:1],), "text": tuple(tokenizer(["a photo of a bag."]).values())}
 
-    # the eager student the bundle came from
-    ckpt = checkpoint or manifest["student"]["checkpoint"]
-    try:
-        model, _ = load_student(ckpt)
-    except Exception as e:  # noqa: BLE001 - the eager row is a comparison, not the report's subject
-        print(f"note: no eager row ({e})", file=sys.stderr)
-        model = None
+    # the eager student the bundle came from: verified by sha256, or the one --checkpoint names
+    ckpt = eager_checkpoint(bundle, manifest, checkpoint, log=lambda m: print(m, file=sys.stderr))
+    model = None
+    if ckpt is not None:
+        try:
+            model, _ = load_student(ckpt)
+        except Exception as e:  # noqa: BLE001 - the eager row is a comparison, not the report's subject
+            print(f"note: no eager row ({e})", file=sys.stderr)
     if model is not None:
         runners = {"image": lambda x: model.encode_image(x), "text": lambda i, m: model.encode_text(i, m)}
         with torch.inference_mode():
@@ -181,17 +259,22 @@ def build_report(bundle: str | Path, images: str = "fashion-mnist", limit: int =
         id_dtype = torch.int32 if a["backend"] == "coreml" else torch.long
         _reset_peak_rss()
         base = _rss_kb("VmRSS")
-        run = runner_for(bundle, a)
+        run = runner_for(bundle, a, manifest)
         med = p90 = peak = None
         key = (a["backend"], a["precision"])
         if run is not None:
             args = example["image"] if a["tower"] == "image" else tuple(x.to(id_dtype) for x in example["text"])
-            med, p90 = timed(run, args, runs)
+            try:
+                med, p90 = timed(run, args, runs)
+            except Exception as e:  # noqa: BLE001 - an artifact that loads but cannot run: one line
+                raise ReportError(f"artifact {a['file']!r} loads but fails on the manifest's inputs ("
+                                  f"{type(e).__name__}); re-export the bundle") from None
             peak = max(0, _rss_kb("VmHWM") - base) * 1024
             if key not in pair_accuracy:
                 pair = {t: next((b for b in manifest["artifacts"] if (b["backend"], b["precision"], b["tower"])
                                  == (*key, t)), None) for t in ("image", "text")}
-                runs_ = {t: (run if pair[t] is a else runner_for(bundle, pair[t]) if pair[t] else None) for t in pair}
+                runs_ = {t: (run if pair[t] is a else runner_for(bundle, pair[t], manifest) if pair[t] else None)
+                         for t in pair}
                 pair_accuracy[key] = (accuracy(runs_["image"], runs_["text"], id_dtype)
                                       if None not in runs_.values() else None)
         acc = pair_accuracy.get(key)
@@ -211,10 +294,22 @@ def _entry(name, tower, backend, precision, size, med, p90, peak, acc, parity, s
 
 def read_device_entries(path: str, rule: str | None = None) -> list[dict]:
     """A phone's rows; their accuracy was scored by the manifest's templates (`rule`) unless a row says otherwise."""
-    data = json.loads(Path(path).read_text())
-    entries = data["artifacts"] if isinstance(data, dict) else data
+    p = Path(path)
+    if not p.is_file():
+        raise ReportError(f"--device-json {path!r} is {'a directory' if p.is_dir() else 'not there'}; give the JSON "
+                          "file the demo app's benchmark wrote (device_report.json)")
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ReportError(f"--device-json {path!r} is not JSON ({type(e).__name__} at "
+                          f"{getattr(e, 'pos', getattr(e, 'start', '?'))})") from None
+    entries = data.get("artifacts") if isinstance(data, dict) else data
+    if not isinstance(entries, list):
+        raise ReportError(f"--device-json {path!r} must hold a list of entries (or {{\"artifacts\": [...]}})")
     out = []
     for i, e in enumerate(entries):
+        if not isinstance(e, dict):
+            raise ReportError(f"{path}: entry {i} is not an object; the schema is {', '.join(ENTRY_FIELDS)}")
         missing = [f for f in ("name", "backend", "precision", "latency_ms_median") if f not in e]
         if missing:
             raise ReportError(f"{path}: entry {i} lacks {', '.join(missing)}; the schema is {', '.join(ENTRY_FIELDS)}")
@@ -309,15 +404,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", help="output directory (default: BUNDLE/../report-<target>)")
     args = ap.parse_args(argv)
     try:
+        for flag, value in (("--limit", args.limit), ("--runs", args.runs), ("--threads", args.threads)):
+            if value < 1:
+                raise ReportError(f"{flag} {value}: must be >= 1")
+        if args.device_json is not None:
+            read_device_entries(args.device_json)  # a bad file is said now, not after the measurements
+        manifest = bm.load_manifest(args.bundle)
+        out = Path(args.out) if args.out else Path(args.bundle).resolve().parent / f"report-{manifest['target']}"
+        check_writable_dir(out, "--out", ReportError)
         templates = None if args.templates is None else first_clip_templates(args.templates)
         report = build_report(args.bundle, args.images, args.limit, args.runs, args.threads, args.checkpoint,
                               templates=templates, device_json=args.device_json,
                               templates_rule=None if templates is None else
                               f"first {len(templates['en'])} CLIP templates")
-    except (ReportError, bm.BundleError, ValueError, FileNotFoundError) as e:
+    except (ReportError, bm.BundleError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    out = Path(args.out) if args.out else Path(args.bundle).resolve().parent / f"report-{report['target']}"
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
     (out / "report.md").write_text(to_markdown(report))
