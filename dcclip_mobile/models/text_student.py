@@ -131,13 +131,29 @@ class TextStudent(nn.Module):
         keep = int(used.max()) + 1 if len(used) else 1  # up to the last column any row uses
         return self._encode(input_ids[:, :keep], attention_mask[:, :keep])
 
+    def forward_embeddings(self, token_embeddings: torch.Tensor, attention_mask: torch.Tensor
+                           ) -> tuple[torch.Tensor, torch.Tensor]:
+        """forward() from token embeddings [B,n,width] instead of ids (n <= context_length; positions are
+        added here): prompt tuning puts learned vectors where template words' embeddings would be."""
+        if token_embeddings.ndim != 3 or token_embeddings.shape[-1] != self.cfg.width \
+                or not 1 <= token_embeddings.shape[1] <= self.cfg.context_length:
+            raise ValueError(f"token_embeddings has shape {tuple(token_embeddings.shape)}; expected "
+                             f"[batch, <= {self.cfg.context_length}, {self.cfg.width}]")
+        if tuple(attention_mask.shape) != tuple(token_embeddings.shape[:2]):
+            raise ValueError(f"attention_mask {tuple(attention_mask.shape)} does not match token_embeddings "
+                             f"{tuple(token_embeddings.shape[:2])}")
+        return self._encode_embedded(token_embeddings, attention_mask)
+
     def _encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._encode_embedded(self.token_embedding(input_ids), attention_mask)
+
+    def _encode_embedded(self, tokens: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         mask = attention_mask.to(torch.float32)  # [B,L]
         b, n = mask.shape
         full = n == self.cfg.context_length  # a Python branch: the exported (full-length) graph has no slices
         positions = self.position_embedding if full else self.position_embedding[:n]
         ones_row = self.ones_row if full else self.ones_row[:, :n]
-        x = self.token_embedding(input_ids) + positions
+        x = tokens + positions
         additive_mask = ((1.0 - mask) * MASK_VALUE).reshape(b, 1, n)  # broadcast over heads and queries
         for block in self.blocks:
             x = block(x, additive_mask)
