@@ -34,7 +34,7 @@ final class CoreMLEncoders: Encoders {
         let want = tower == "image" ? ["float32"] : ["int32", "int32"]
         let got = a.inputs.map { $0["dtype"] as? String ?? "?" }
         guard got == want else { throw BundleError("\(a.file) takes inputs of dtype \(got); this app feeds \(want)") }
-        let compiled = try MLModel.compileModel(at: m.url(a.file))
+        let compiled = try MLModel.compileModel(at: m.artifactURL(a)) // the path rule: inside the bundle, listed
         let config = MLModelConfiguration()
         config.computeUnits = .all
         return try MLModel(contentsOf: compiled, configuration: config)

@@ -85,12 +85,13 @@ public final class Classifier {
     public static func goldenParity(_ bundle: DCCLIPBundle, _ encoders: Encoders,
                                     decode: ((URL) throws -> Pixels)?) throws -> GoldenParity {
         let m = bundle.manifest
-        let g = try JSON.obj(JSON.parseFile(m.url(m.golden)), m.golden)
+        let g = try JSON.obj(JSON.parseFile(m.url(m.golden, "manifest golden")), m.golden)
         var out = GoldenParity()
         if let decode = decode {
-            for o in try JSON.arr(g["images"], "golden images") {
+            for (k, o) in try JSON.arr(g["images"], "golden images").enumerated() {
                 let img = try JSON.obj(o, "golden image")
-                let px = try decode(m.url(JSON.str(img["file"], "golden image file")))
+                let what = "golden.json images[\(k)].file"
+                let px = try decode(m.url(JSON.str(img["file"], what), what))
                 out.imageDevice.append(try encoders.encodeImage(
                     bundle.preprocessor.preprocess(rgba: px.rgba, width: px.width, height: px.height)))
                 out.imageReference.append(try JSON.floats(img["embedding"], "golden image embedding"))
@@ -121,9 +122,9 @@ public enum DeviceBenchmark {
         let m = bundle.manifest
         var loaded: [String: Encoders] = [:]
         for a in m.artifacts { if let e = try load(a) { loaded[a.file] = e } }
-        let g = try JSON.obj(JSON.parseFile(m.url(m.golden)), m.golden)
+        let g = try JSON.obj(JSON.parseFile(m.url(m.golden, "manifest golden")), m.golden)
         let img0 = try JSON.obj(JSON.arr(g["images"], "golden images").first, "golden image")
-        let px = try decode(m.url(JSON.str(img0["file"], "file")))
+        let px = try decode(m.url(JSON.str(img0["file"], "golden.json images[0].file"), "golden.json images[0].file"))
         let pixels = bundle.preprocessor.preprocess(rgba: px.rgba, width: px.width, height: px.height)
         let t0 = try JSON.obj(JSON.arr(g["texts"], "golden texts").first, "golden text")
         let ids = bundle.tokenizer.encodePadded(try JSON.str(t0["text"], "text"))

@@ -3,7 +3,15 @@ import Foundation
 
 /// A bundle's manifest.json (schema: dcclip_mobile/bundle_manifest.py), read and checked as the Java twin
 /// (android_demo/core/.../Manifest.java) does: known format version, every required key, a preprocessing
-/// this app implements, and (verifyFiles) every listed file present with its size and sha256, none unlisted.
+/// this app implements, and (verifyFiles) every listed file present with its size and sha256, none unlisted,
+/// no symbolic link.
+///
+/// The path rule (the same in dcclip_mobile/bundle_manifest.py and Manifest.java): every path the manifest or
+/// golden.json names (text.tokenizer.json/model, class_embeddings.file, golden, golden.json's images[].file, each
+/// artifact's file) must be a relative path whose "/"-separated segments are neither empty, "." nor ".." (no
+/// leading "/", no "\\", no NUL), must be listed in the file table with its sha256 (an .mlpackage directory: the
+/// files under it), and must not resolve outside the bundle. `url(_:_:)` checks it before anything is opened;
+/// error messages name the manifest's value, never a file's contents.
 public final class Manifest {
     public static let formatVersion = 1
     public static let file = "manifest.json"
@@ -31,6 +39,7 @@ public final class Manifest {
     public let contextLength: Int, vocabSize: Int
     public let padId: Int, unkId: Int, bosId: Int, eosId: Int
     public let tokenizerJSON: String
+    public let tokenizerModel: String? // nil when the manifest names none
     public let golden: String
     public let classEmbeddingsFile: String?
     public let artifacts: [Artifact]
@@ -105,6 +114,11 @@ public final class Manifest {
         eosId = try JSON.int(JSON.get(sp, "eos", tw), "eos")
         let tok = try JSON.obj(JSON.get(text, "tokenizer", tw), "\(tw) tokenizer")
         tokenizerJSON = try JSON.str(JSON.get(tok, "json", tw), "\(tw) tokenizer.json")
+        if let model = tok["model"] {
+            tokenizerModel = try JSON.str(model, "\(tw) tokenizer.model")
+        } else {
+            tokenizerModel = nil
+        }
 
         golden = try JSON.str(m["golden"], "\(w) golden")
         if let ce = m["class_embeddings"], !(ce is NSNull) {
@@ -129,22 +143,84 @@ public final class Manifest {
         }
         var table: [String: (sha256: String, sizeBytes: Int)] = [:]
         for (rel, entry) in try JSON.obj(m["files"], "\(w) files") {
-            if rel.hasPrefix("/") || rel.contains("\\") || "/\(rel)/".contains("/../") {
-                throw BundleError("\(w) lists the file \"\(rel)\", which is outside the bundle")
+            guard Manifest.isRelativeInside(rel) else {
+                throw BundleError("\(w) lists the file \(Manifest.show(rel)), which is outside the bundle")
             }
-            let e = try JSON.obj(entry, "\(w) files[\(rel)]")
-            let sha = try JSON.str(JSON.get(e, "sha256", rel), "sha256")
-            let size = try JSON.int(JSON.get(e, "size_bytes", rel), "size_bytes")
+            let ew = "\(w) files[\(Manifest.show(rel))]"
+            let e = try JSON.obj(entry, ew)
+            let sha = try JSON.str(JSON.get(e, "sha256", ew), "\(ew) sha256")
+            guard sha.count == 64, sha.unicodeScalars.allSatisfy({ "0123456789abcdef".unicodeScalars.contains($0) }) else {
+                throw BundleError("\(ew) sha256 must be 64 lowercase hex digits; re-export the bundle")
+            }
+            let size = try JSON.int(JSON.get(e, "size_bytes", ew), "\(ew) size_bytes")
+            guard size >= 0 else { throw BundleError("\(ew) size_bytes is negative; re-export the bundle") }
             table[rel] = (sha256: sha, sizeBytes: size)
         }
         files = table
+        // the path rule, for every path the manifest names, before anything is opened
+        try checkNamed(tokenizerJSON, "\(w) text.tokenizer.json")
+        if let model = tokenizerModel { try checkNamed(model, "\(w) text.tokenizer.model") }
+        if let ce = classEmbeddingsFile { try checkNamed(ce, "\(w) class_embeddings.file") }
+        try checkNamed(golden, "\(w) golden")
+        for (k, a) in artifacts.enumerated() { try checkNamed(a.file, "\(w) artifacts[\(k)].file", directoryOK: true) }
+    }
+
+    // MARK: the path rule
+
+    /// A relative path inside the bundle: "/"-separated segments, none empty, "." or "..", no "\\" or NUL.
+    public static func isRelativeInside(_ rel: String) -> Bool {
+        if rel.isEmpty || rel.hasPrefix("/") || rel.contains("\\") || rel.contains("\u{0}") { return false }
+        return rel.split(separator: "/", omittingEmptySubsequences: false).allSatisfy { !$0.isEmpty && $0 != "." && $0 != ".." }
+    }
+
+    /// A manifest value for a message: quoted, cut short.
+    static func show(_ value: String) -> String {
+        let q = JSON.describe(value)
+        return q.count <= 120 ? q : String(q.prefix(120)) + "...\""
+    }
+
+    private func listed(_ rel: String, directoryOK: Bool) -> Bool {
+        files[rel] != nil || (directoryOK && files.keys.contains(where: { $0.hasPrefix(rel + "/") }))
+    }
+
+    private func checkNamed(_ rel: String, _ what: String, directoryOK: Bool = false) throws {
+        guard Manifest.isRelativeInside(rel) else {
+            throw BundleError("\(what) is \(Manifest.show(rel)), which is not a relative path inside the bundle; "
+                + "refusing to open it. A bundle names its files as plain relative paths (e.g. \"golden/0.png\")")
+        }
+        guard listed(rel, directoryOK: directoryOK) else {
+            throw BundleError("\(what) is \(Manifest.show(rel)), which the manifest's file table does not list "
+                + "with a sha256; refusing to open it. Re-export the bundle with `python -m lowering.export`")
+        }
+    }
+
+    private func resolve(_ rel: String, _ what: String, directoryOK: Bool) throws -> URL {
+        try checkNamed(rel, what, directoryOK: directoryOK)
+        let u = directory.appendingPathComponent(rel)
+        let root = directory.resolvingSymlinksInPath().standardizedFileURL.path
+        let real = u.resolvingSymlinksInPath().standardizedFileURL.path
+        guard real.hasPrefix(root.hasSuffix("/") ? root : root + "/") else {
+            throw BundleError("\(what) is \(Manifest.show(rel)), which resolves outside the bundle (a symbolic link); "
+                + "refusing to open it")
+        }
+        return u
     }
 
     public func preprocessor() throws -> ImagePreprocessor {
         try ImagePreprocessor(size: imageSize, mean: mean, std: std)
     }
 
-    public func url(_ rel: String) -> URL { directory.appendingPathComponent(rel) }
+    /// The one way to a file the manifest or golden.json names (what: where the path came from, for messages):
+    /// relative, inside the bundle, listed in the file table with its sha256 and, symbolic links resolved, still
+    /// inside the bundle. A BundleError otherwise, before anything is opened.
+    public func url(_ rel: String, _ what: String = "the path") throws -> URL {
+        try resolve(rel, what, directoryOK: false)
+    }
+
+    /// An artifact's file or .mlpackage directory (the files under it are listed), by the path rule.
+    public func artifactURL(_ a: Artifact) throws -> URL {
+        try resolve(a.file, "artifact \(Manifest.show(a.file))", directoryOK: true)
+    }
 
     /// The artifact the app loads for a tower: the one marked default.
     public func defaultArtifact(_ tower: String) throws -> Artifact {
@@ -159,19 +235,27 @@ public final class Manifest {
     /// Problems between the files on disk and the manifest's table (empty when none).
     public func verifyFiles() -> [String] {
         var onDisk: [String: URL] = [:]
+        var links: [String] = []
         if let e = FileManager.default.enumerator(atPath: directory.path) { // relative paths, "/"-separated
-            for case let rel as String in e {
+            for case let rel as String in e where rel != Manifest.file {
                 let u = directory.appendingPathComponent(rel)
+                if (try? u.resourceValues(forKeys: [.isSymbolicLinkKey]))?.isSymbolicLink == true {
+                    // neither followed nor hashed: it could point anywhere
+                    links.append(rel)
+                    onDisk[rel] = u
+                    e.skipDescendants()
+                    continue
+                }
                 var isDir: ObjCBool = false
                 guard FileManager.default.fileExists(atPath: u.path, isDirectory: &isDir), !isDir.boolValue else { continue }
-                if rel != Manifest.file { onDisk[rel] = u }
+                onDisk[rel] = u
             }
         }
-        var problems: [String] = []
+        var problems: [String] = links.sorted().map { "\($0): a symbolic link; a bundle holds regular files only" }
         for rel in files.keys.sorted() where onDisk[rel] == nil { problems.append("\(rel): listed in the manifest but missing") }
         for rel in onDisk.keys.sorted() where files[rel] == nil { problems.append("\(rel): in the bundle but not in the manifest") }
         for rel in files.keys.sorted() {
-            guard let u = onDisk[rel], let want = files[rel] else { continue }
+            guard let u = onDisk[rel], let want = files[rel], !links.contains(rel) else { continue }
             let size = (try? u.resourceValues(forKeys: [.fileSizeKey]))?.fileSize ?? -1
             if size != want.sizeBytes {
                 problems.append("\(rel): \(size) bytes, the manifest says \(want.sizeBytes)")
@@ -222,8 +306,9 @@ public final class DCCLIPBundle {
 
     init(_ m: Manifest) throws {
         manifest = m
-        let tw = m.url(m.tokenizerJSON).path
-        let tokenizer = try Tokenizer.load(m.url(m.tokenizerJSON))
+        let tokenizerURL = try m.url(m.tokenizerJSON, "manifest text.tokenizer.json")
+        let tw = tokenizerURL.path
+        let tokenizer = try Tokenizer.load(tokenizerURL)
         self.tokenizer = tokenizer
         guard tokenizer.contextLength == m.contextLength else {
             throw BundleError("\(tw) has context_length \(tokenizer.contextLength) but the manifest says "
@@ -237,8 +322,9 @@ public final class DCCLIPBundle {
         }
         preprocessor = try m.preprocessor()
         if let file = m.classEmbeddingsFile {
-            let w = m.url(file).path
-            let c = try JSON.obj(JSON.parseFile(m.url(file)), w)
+            let fileURL = try m.url(file, "manifest class_embeddings.file")
+            let w = fileURL.path
+            let c = try JSON.obj(JSON.parseFile(fileURL), w)
             func matrix(_ key: String) throws -> [[Float]] {
                 try JSON.arr(JSON.get(c, key, w), "\(w) \(key)").map { row in
                     let v = try JSON.floats(row, "\(w) \(key)")

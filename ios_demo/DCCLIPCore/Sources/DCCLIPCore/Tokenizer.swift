@@ -2,6 +2,8 @@ import Foundation
 
 /// The bundle's bilingual SentencePiece tokenizer, from its tokenizer.json, reproducing
 /// `dcclip_mobile.tokenizer.BilingualTokenizer` id for id (the Java twin: android_demo/core/.../Tokenizer.java):
+///  0. lone surrogates become U+FFFD (the one rule of every port, tokenizer.json "lone_surrogates"): a Swift String
+///     cannot hold one, and decoding UTF-16 (String(decoding:as: UTF16.self)) already applies the rule;
 ///  1. normalize: NFKC, Python's `str.lower()` (final sigma decided as Python does), Python's `\s` runs to
 ///     one space, strip;
 ///  2. SentencePiece (identity rule): "▁" before the text, every space to "▁";

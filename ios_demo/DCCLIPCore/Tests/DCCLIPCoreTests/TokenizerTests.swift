@@ -53,6 +53,21 @@ final class TokenizerTests: XCTestCase {
         checkCases(try bundleTokenizer(), "tokenizer")
     }
 
+    /// Lone surrogates become U+FFFD before normalization (Python, Java): decoding the UTF-16 code units into a
+    /// Swift String already does it, and the ids match Python's (cases.json "tokenizer_surrogates").
+    func testLoneSurrogatesBecomeTheReplacementCharacterAsInPython() throws {
+        let tok = try bundleTokenizer()
+        let cases = Golden.list("tokenizer_surrogates")
+        XCTAssertGreaterThanOrEqual(cases.count, 8)
+        for c in cases {
+            let units = Golden.ints(c["utf16"]).map { UInt16($0) }
+            let text = String(decoding: units, as: UTF16.self)
+            XCTAssertEqual(Tokenizer.normalize(text), c["normalized"] as? String, "\(units)")
+            XCTAssertEqual(tok.encode(text), Golden.ints(c["ids"]), "\(units)")
+            XCTAssertEqual(tok.encodePadded(text).inputIds, Golden.int64s(c["input_ids"]), "\(units)")
+        }
+    }
+
     func testManyTextsMatchPythonWithALargerVocabulary() throws {
         checkCases(try Tokenizer.load(Golden.dir.appendingPathComponent("stress/tokenizer.json")), "tokenizer_stress")
     }
