@@ -12,7 +12,9 @@ A bundle is one directory per target (OUT/android, OUT/ios, OUT/torchscript):
 
 manifest.json (format_version 1), every key always present:
     format_version, target ("android" | "ios" | "torchscript"), created_by, created_at
-    student:        {name, embed_dim, checkpoint (path as given), checkpoint_sha256 {file: sha256}}
+    student:        {name, embed_dim, checkpoint (path as given), checkpoint_from_bundle (the same checkpoint
+                     relative to the bundle directory), checkpoint_sha256 {file: sha256}}: lowering.report uses it
+                     only when every sha256 matches
     embed_dim:      int; every encoder outputs "embedding" float32 [1, embed_dim], already unit length
     logit_scale:    float, exp() of the learned temperature, clamped: logits = logit_scale * cos
     image:          {inputs: [{name, shape, dtype}], output: {name, shape, dtype}, preprocess: {size, resize
