@@ -68,8 +68,10 @@ def _names(spec: str) -> list[str]:
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m train.prompt_tune", description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
-    ap.add_argument("--init", required=True, help="student checkpoint directory (frozen)")
-    ap.add_argument("--tasks", required=True, help=f"comma-separated: built-in ({', '.join(BUILTIN_TASKS)}) or folders")
+    ap.add_argument("--init", help="student checkpoint directory (frozen)")
+    ap.add_argument("--tasks", help=f"comma-separated: built-in ({', '.join(BUILTIN_TASKS)}) or folders")
+    ap.add_argument("--merge", nargs="+", default=None, metavar="JSON",
+                    help="instead of tuning: one table from the --json files of runs that split the seeds")
     ap.add_argument("--task-root", default=None, help=f"where built-in tasks live (default {default_task_root()})")
     ap.add_argument("--shots", default="1,4,16", help="K per class, comma-separated")
     ap.add_argument("--seeds", default="0,1,2")
@@ -315,9 +317,50 @@ def markdown_table(result: dict) -> str:
     return "\n".join(lines + notes) + "\n"
 
 
+def merge_results(paths: list[str]) -> dict:
+    """One result from runs of the same protocol that split the seeds (or tasks): rows pooled, the summary redone.
+    Runs must agree on the method, student and languages; a figure given twice is an error."""
+    results = []
+    for p in paths:
+        try:
+            results.append(json.loads(Path(p).read_text(encoding="utf-8")))
+        except (OSError, json.JSONDecodeError) as e:
+            raise ValueError(f"--merge {p!r}: {e}") from None
+    first = results[0]
+    for p, r in zip(paths, results):
+        for key in ("student", "langs", "logit_scale"):
+            if r.get(key) != first.get(key):
+                raise ValueError(f"--merge: {p!r} has {key} {r.get(key)!r}, {paths[0]!r} has {first.get(key)!r}")
+        if r["config"]["method"] != first["config"]["method"]:
+            raise ValueError(f"--merge: {p!r} tuned {r['config']['method']!r} prompts, {paths[0]!r} "
+                             f"{first['config']['method']!r}")
+    rows, seen = [], set()
+    for r in results:
+        for row in r["rows"]:
+            key = (row["task"], row["mode"], row["shots"], row["seed"])
+            if key in seen:
+                if row["seed"] is None:  # the zero-shot rows: every run has them, and they must agree
+                    continue
+                raise ValueError(f"--merge: {key} appears twice")
+            seen.add(key)
+            rows.append(row)
+    seeds = sorted({row["seed"] for row in rows if row["seed"] is not None})
+    tasks = {}
+    for r in results:
+        tasks.update(r["tasks"])
+    return {**first, "config": {**first["config"], "seeds": ",".join(map(str, seeds)), "merged_from": list(paths)},
+            "tasks": tasks, "rows": rows, "summary": summarize(rows, first["langs"]),
+            "seconds": sum(r["seconds"] for r in results)}
+
+
 def run(args: argparse.Namespace) -> str:
     torch.set_num_threads(max(1, args.threads))
-    result = Runner(args).run()
+    if args.merge:
+        result = merge_results(args.merge)
+    else:
+        if not args.init or not args.tasks:
+            raise ValueError("--init and --tasks are required (unless --merge)")
+        result = Runner(args).run()
     table = markdown_table(result)
     print("\n" + table)
     if args.json:

@@ -294,8 +294,10 @@ class Prompt(nn.Module):
             n_text = sum(a + b for a, b in shapes.values())
             d = spec.unified_dim
             self.tokens = nn.Parameter(torch.randn(n_text + spec.unified_tokens, d, generator=g) * 0.02)
-            self.shared = nn.TransformerEncoderLayer(d, nhead=4, dim_feedforward=2 * d, dropout=0.0,
-                                                     batch_first=True, norm_first=True)
+            with torch.random.fork_rng(devices=[]):  # the layer's init from `seed`, not the global generator
+                torch.manual_seed(seed)
+                self.shared = nn.TransformerEncoderLayer(d, nhead=4, dim_feedforward=2 * d, dropout=0.0,
+                                                         batch_first=True, norm_first=True)
             self.text_head = nn.Linear(d, spec.width)
             self.visual_head = nn.Linear(d, self.border.numel())
             for head in (self.text_head, self.visual_head):  # start at the text prompt's starting point
