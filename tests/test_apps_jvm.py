@@ -62,3 +62,18 @@ def test_java_benchmark_json_is_accepted_by_the_report(jvm_run):
         assert set(e) == set(report.ENTRY_FIELDS)
         assert e["source"] == "device" and e["latency_ms_median"] == 2.5
         assert set(e["accuracy"]) == {"en", "zh"} and set(e["accuracy"]["en"]) == {"top1", "top5"}
+
+
+@pytest.mark.slow
+def test_java_path_rule_and_lone_surrogate_tests_ran_and_passed(jvm_run):
+    """The Android core's path rule against crafted manifests (HostileBundleTest: ../../outside, /etc/passwd,
+    unlisted files, symbolic links, golden images) and the lone-surrogate vectors are part of the JVM run."""
+    out = jvm_run.stdout + jvm_run.stderr
+    assert jvm_run.returncode == 0, out[-3000:]
+    runner = (REPO / "android_demo" / "core" / "src" / "test" / "java" / "dcclip" / "core" / "RunAllTests.java")
+    assert "HostileBundleTest.class" in runner.read_text()
+    assert "FAILED" not in out, out[-3000:]
+    cases = json.loads((GOLDEN / "cases.json").read_text(encoding="utf-8"))
+    assert len(cases["tokenizer_surrogates"]) >= 8
+    assert all("\ufffd" in c["normalized"] for c in cases["tokenizer_surrogates"] if c["utf16"] != [
+        ord(ch) for ch in "ok "] + [0xD83D, 0xDE00] + [ord(ch) for ch in " pair"])

@@ -272,6 +272,16 @@ def test_export_read_only_or_file_out_is_refused_before_exporting(copy, capsys, 
     assert (tmp_path / "o" / "android").read_text() == "a file where the bundle goes"
 
 
+def test_export_checkpoint_config_of_the_wrong_type_is_a_one_line_error(copy, capsys, tmp_path):
+    from lowering.export import main
+
+    cfg = json.loads((copy / "ckpt" / "config.json").read_text())
+    cfg["embed_dim"] = "64"
+    (copy / "ckpt" / "config.json").write_text(json.dumps(cfg))
+    code = main(["--target", "android", "--checkpoint", str(copy / "ckpt"), "--out", str(tmp_path / "o")])
+    assert_one_line_refusal(code, capsys.readouterr().err, "'embed_dim' must be an integer, got \"64\"")
+
+
 # --------------------------------------------------------------------- 3. the report's eager checkpoint
 def test_report_checkpoint_is_stored_relative_to_the_bundle_at_export(exported):
     student = bm.load_manifest(android(exported))["student"]
