@@ -223,7 +223,10 @@ def _set_aside(final: Path) -> Path | None:
     if not final.exists():
         return None
     old = _sibling(final, OLD)
-    os.rename(final, old)
+    try:
+        os.rename(final, old)
+    except FileNotFoundError:  # gone meanwhile (another writer's swap): nothing to set aside
+        return None
     return old
 
 
@@ -238,7 +241,10 @@ def _discard(old: Path | None, final: Path) -> None:
     if old is None:
         return
     trash = _sibling(final, TRASH)
-    os.rename(old, trash)
+    try:
+        os.rename(old, trash)
+    except FileNotFoundError:  # already cleaned up (another writer of the same directory)
+        return
     shutil.rmtree(trash, ignore_errors=True)
 
 
