@@ -37,6 +37,7 @@ from dcclip_mobile.atomic import atomic_directory, check_writable_dir
 from dcclip_mobile.checkpoint import CHECKPOINT_FILES, CheckpointError, load_student
 from dcclip_mobile.data.sources import IMAGE_SOURCES, open_image_source
 from dcclip_mobile.models import DCCLIPStudent
+from dcclip_mobile.prompt_tuning.prompts import PromptError
 from dcclip_mobile.tokenizer import BilingualTokenizer
 
 from . import bundle as bundle_parts
@@ -344,12 +345,15 @@ def _checkpoint_from_bundle(checkpoint: str | Path | None, bundle: Path) -> str 
 def export_bundles(model: DCCLIPStudent, tokenizer: BilingualTokenizer, targets: list[str], out: str | Path,
                    precisions: dict[str, list[str]] | None = None, eval_set: EvalSet | None = None,
                    allow_parity_failure: bool = False, checkpoint: str | Path | None = None,
-                   measure_latency: bool = True, log=print, images=None) -> ExportResult:
+                   measure_latency: bool = True, log=print, images=None, prompt=None) -> ExportResult:
     """Write OUT/<target>/ for each target, atomically and all together: if any artifact fails the gate
     (and allow_parity_failure is False), ParityGateError is raised and no bundle is written or replaced.
 
     Calibration and parity inputs: `eval_set`, or `images` (an image source object: FashionMNIST,
-    ElevaterFolder, PairsFile; see inputs.eval_set_from_source), or by default Fashion-MNIST's test split."""
+    ElevaterFolder, PairsFile; see inputs.eval_set_from_source), or by default Fashion-MNIST's test split.
+
+    `prompt` (lowering.prompts.FoldedPrompt, from a tuned prompt): its student is exported (a visual prompt is
+    in its image graph) and its class embeddings ship; the label set must be the one it was tuned for."""
     t_start = time.perf_counter()
     for t in targets:
         resolve_targets(t)
@@ -361,6 +365,9 @@ def export_bundles(model: DCCLIPStudent, tokenizer: BilingualTokenizer, targets:
     if eval_set is not None and images is not None:
         raise ExportError("give export_bundles an eval_set or an image source (images=), not both")
     eval_set = eval_set or (eval_set_from_source(images) if images is not None else default_eval_set())
+    if prompt is not None:
+        prompt.check_labels(eval_set.labels)
+        model = prompt.model
     model = model.eval()
     out = Path(out)
     if measure_latency:
@@ -383,6 +390,8 @@ def export_bundles(model: DCCLIPStudent, tokenizer: BilingualTokenizer, targets:
             tokenizer.save(directory)
             bundle_parts.write_golden(directory, model, tokenizer, eval_set)
             manifest["class_embeddings"] = bundle_parts.write_class_embeddings(directory, model, tokenizer, eval_set)
+            if prompt is not None:  # the tuned prompt's class embeddings replace the templates'
+                manifest["class_embeddings"] = prompt.write_class_embeddings(directory, manifest["class_embeddings"])
             manifest["calibration"] = bundle_parts.calibration_entry(eval_set)
             mine = [f"{target}/{a['file']}: {'; '.join(a['parity']['failures'])}"
                     for a in artifacts if not a["parity"]["passed"]]
@@ -429,6 +438,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--split", default="test", help="the split of an ELEVATER folder or Fashion-MNIST --images uses")
     ap.add_argument("--eval-images", type=int, default=256,
                     help="images for parity (half as many, others, calibrate static int8)")
+    ap.add_argument("--prompts", default=None, metavar="DIR",
+                    help="a tuned prompt (train.prompt_tune --save): its class embeddings ship for the label set it "
+                         "was tuned for, a visual prompt goes into the image graph (lowering/prompts.py)")
     args = ap.parse_args(argv)
     try:
         targets = resolve_targets(args.target)
@@ -448,13 +460,19 @@ def main(argv: list[str] | None = None) -> int:
             raise CheckpointError(f"no checkpoint at the default {DEFAULT_CHECKPOINT!r}: run `python -m train.demo` "
                                   "to make one, or pass --checkpoint DIR (a directory written by save_student)")
         model, tokenizer = load_student(args.checkpoint)
+        folded = None
+        if args.prompts is not None:
+            from .prompts import fold_prompt
+
+            folded = fold_prompt(args.prompts, model, tokenizer)
+            labels = folded.classes if labels is None else labels
         n_cal, n_par = max(1, args.eval_images // 2), args.eval_images
         eval_set = (default_eval_set(labels, n_calibration=n_cal, n_parity=n_par) if source is None else
                     eval_set_from_source(source, labels, n_calibration=n_cal, n_parity=n_par, name=args.images))
         result = export_bundles(model, tokenizer, targets, args.out, precisions, eval_set,
                                 allow_parity_failure=args.allow_parity_failure, checkpoint=args.checkpoint,
-                                measure_latency=not args.no_latency)
-    except (ExportError, CheckpointError, InputsError, QuantizationError) as e:
+                                measure_latency=not args.no_latency, prompt=folded)
+    except (ExportError, CheckpointError, InputsError, QuantizationError, PromptError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except ParityGateError as e:
