@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -73,10 +74,14 @@ def write_data(root: Path, n: int, per_shard: int, size: int = 96) -> dict:
         img, c = picture(i, size)
         (ev / "test" / f"{c:03d}").mkdir(parents=True, exist_ok=True)
         img.save(ev / "test" / f"{c:03d}" / f"{i}.png")
+    templates = root / "templates.json"  # its own templates: the registry's template asset is not on a GPU node
+    templates.write_text(json.dumps({"en": ["a photo of something {c}."], "zh": ["一张{c}东西的照片。"]},
+                                    ensure_ascii=False), encoding="utf-8")
     texts = root / "texts.txt"
     texts.write_text("".join(f"a photo of something {en}.\n一张{zh}东西的照片。\n{en}\n{zh}\n" for en, zh, _ in COLOURS),
                      encoding="utf-8")
-    return {"pairs": str(root / "pairs.jsonl"), "shards": spec, "elevater": str(ev), "texts": str(texts)}
+    return {"pairs": str(root / "pairs.jsonl"), "shards": spec, "elevater": str(ev), "texts": str(texts),
+            "templates": str(templates)}
 
 
 def stage_figures(out: Path, wall: float) -> dict:
@@ -123,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     teacher_dir = write_random_altclip(out / "altclip", "tiny" if tiny else "large", device=device)
     report["teacher_write_s"] = time.perf_counter() - t
     n = steps * batch  # one epoch: every stage reads each picture once
+    for old in ("data", "cache", "s1_online", "s1_cache", "s2"):  # a rerun starts clean (the teacher is reused)
+        shutil.rmtree(out / old, ignore_errors=True)
     data = write_data(out / "data", n, per_shard=max(1, n // max(16, 2 * max(workers, 1))))
     preset, cache = ("tiny" if tiny else "base"), str(out / "cache")
     common = ["--teacher", f"altclip:{teacher_dir}", "--steps", str(steps), "--batch-size",
@@ -144,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     stages["stage2_online"] = stage_figures(out / "s2", wall)
     t = time.perf_counter()
     rc = evaluate.main(["--checkpoint", str(out / "s2" / "checkpoint"), "--images", data["elevater"],
-                        "--device", device, "--templates", "1", "--json", str(out / "eval.json")])
+                        "--device", device, "--templates", data["templates"], "--json", str(out / "eval.json")])
     if rc != 0:
         raise SystemExit(f"gpu_check: train.evaluate exited {rc}")
     ev = json.loads((out / "eval.json").read_text())
