@@ -273,3 +273,58 @@ def test_runner_multitask_table(checkpoint, tasks, tmp_path):
     saved = tmp_path / "prompts" / "shapes" / "mt-init-2shot-seed1"
     assert json.loads((saved / PROMPT_JSON).read_text())["classes"]["zh"] == list(SHAPES.values())
     assert main(["--init", str(checkpoint), "--tasks", str(tasks["colors"]), "--modes", "mt-init"]) == 2
+
+
+# ------------------------------------------------------------------------------------------ into a bundle
+def test_export_folds_a_tuned_prompt_into_the_bundle(tiny_student, tiny_tokenizer, tasks, tmp_path):
+    """A unified prompt: its class embeddings ship, its padding prompt is inside the image .pte (still one XNNPACK
+    partition), the gate passes, the bundle's files check out, and the shipped embeddings score the task."""
+    from dcclip_mobile import bundle_manifest as bm
+    from dcclip_mobile.data.elevater import ElevaterFolder
+    from lowering.executorch_backend import PteRunner
+    from lowering.export import export_bundles
+    from lowering.inputs import eval_set_from_source, image_inputs
+    from lowering.prompts import fold_prompt, score_bundle
+
+    model = recalibrate(tiny_student, tasks["colors"])
+    data = _data(model, tasks["colors"], tmp_path, keep_pixels=True)
+    spec = PromptSpec(method="unified", pad=4, image_size=model.cfg.image.image_size)
+    prompt = Prompt(spec, model.text, tiny_tokenizer)
+    fit(prompt, model, tiny_tokenizer, [Shots.draw(data, 2, 0)], FitConfig(steps=6, lr=2e-2, visual_lr=0.1,
+                                                                           logit_scale=30.0, batch=8))
+    classes = {lang: list(data.task.classes[lang]) for lang in ("en", "zh")}
+    pdir = save_prompt(prompt, model, tmp_path / "prompt", classes, {"task": "colors", "shots": 2, "seed": 0})
+    folded = fold_prompt(pdir, model, tiny_tokenizer)
+    assert isinstance(folded.model.image, PromptedImageStudent) and folded.model is not model
+
+    eval_set = eval_set_from_source(ElevaterFolder(tasks["colors"], "test"), n_calibration=4, n_parity=8)
+    with pytest.raises(PromptError, match="must ship exactly that label set"):
+        export_bundles(model, tiny_tokenizer, ["android"], tmp_path / "x", {"android": ["fp32"]},
+                       eval_set_from_source(ElevaterFolder(tasks["shapes"], "test"), n_calibration=4, n_parity=8),
+                       measure_latency=False, log=lambda *_: None, prompt=folded)
+    result = export_bundles(model, tiny_tokenizer, ["android"], tmp_path / "out", {"android": ["fp32"]}, eval_set,
+                            measure_latency=False, log=lambda *_: None, prompt=folded)
+    bundle = result.bundles["android"]
+    manifest = bm.load_manifest(bundle)
+    assert result.gate_passed and bm.verify_files(bundle, manifest) == []
+    entry = manifest["class_embeddings"]
+    assert entry["prompt"]["method"] == "unified" and entry["prompt"]["shots"] == 2
+    shipped = json.loads((bundle / entry["file"]).read_text())
+    for lang in ("en", "zh"):
+        got = torch.tensor(shipped[f"embeddings_{lang}"])
+        assert torch.allclose(got, folded.embeddings[lang], atol=1e-6)
+        plain = F.normalize(model.encode_text(**{k: v for k, v in tiny_tokenizer(
+            [TEMPLATES[lang].replace("{c}", n) for n in classes[lang]]).items()}), dim=-1)
+        assert not torch.allclose(got, plain, atol=1e-4)  # the tuned context, not the templates
+    image = next(a for a in manifest["artifacts"] if a["tower"] == "image")
+    assert image["delegate_partitions"] == 1 and not image["ops_outside_delegate"]
+    x = image_inputs(eval_set.parity_images[:2], model.cfg)
+    runner = PteRunner(bundle / image["file"])
+    for (px,) in x:
+        want = F.normalize(folded.model.image(px)[1], dim=-1)[0]
+        assert torch.allclose(runner(px)[0], want, atol=1e-4)
+        assert not torch.allclose(runner(px)[0], F.normalize(model.image(px)[1], dim=-1)[0], atol=1e-4)
+    row = score_bundle(bundle, str(tasks["colors"]))
+    with torch.no_grad():
+        want = evaluate(prompt, model, tiny_tokenizer, data)
+    assert row["top1"] == pytest.approx(want, abs=1 / 12 + 1e-6)  # at most one of 12 test pictures flips

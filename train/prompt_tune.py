@@ -181,7 +181,7 @@ class Runner:
 
     # ---- the protocol
     def run(self) -> dict:
-        t_all = time.perf_counter()
+        t_all = self.t_all = time.perf_counter()
         for name in self.targets:
             d = self.data[name]
             print(f"{name}: {d.task.n_classes} classes, {len(d.task.train)} pool / {len(d.task.test)} test images")
@@ -217,6 +217,7 @@ class Runner:
                         r = fit(prompt, self.model, self.tokenizer, [shots], self.fit_config(self.args.steps, seed))
                         self.record(name, "mt-init", k, seed, evaluate(prompt, self.model, self.tokenizer, d, self.langs),
                                     r["seconds"], prompt, source_tasks=self.source_of(name))
+                self.flush()
                 if "mt-joint" in self.modes and len(self.targets) > 1:
                     prompt = self.new_prompt(seed)
                     shots = [Shots.draw(self.data[n], k, seed) for n in self.targets]
@@ -226,6 +227,17 @@ class Runner:
                         self.record(name, "mt-joint", k, seed,
                                     evaluate(prompt, self.model, self.tokenizer, self.data[name], self.langs),
                                     r["seconds"] / len(self.targets), prompt, joint_tasks=self.targets)
+                self.flush()
+        return self.result(t_all)
+
+    def flush(self) -> None:
+        """The figures so far into --json (atomically), so a run cut short still leaves them."""
+        if self.args.json:
+            Path(self.args.json).parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(self.args.json, json.dumps({**self.result(self.t_all), "partial": True},
+                                                         indent=1, ensure_ascii=False) + "\n")
+
+    def result(self, t_all: float) -> dict:
         summary = summarize(self.rows, self.langs)
         return {"config": {k: v for k, v in vars(self.args).items()}, "langs": list(self.langs),
                 "student": self.model.cfg.name, "logit_scale": float(self.model.scale()) if self.args.logit_scale is None
