@@ -284,6 +284,7 @@ def build_report(bundle: str | Path, images: str = "fashion-mnist", limit: int =
     if device_json:
         entries += read_device_entries(device_json, device_rule)
     return {"format_version": REPORT_FORMAT_VERSION, "bundle": str(bundle), "target": manifest["target"],
+            "eager_checkpoint": None if model is None else str(ckpt),
             "eval": {"dataset": dataset_id, "images": len(labels), "templates": templates, "scoring": rule},
             "host": {"threads": threads, "runs": runs, "batch": 1, "warmup": 5}, "artifacts": entries}
 
@@ -331,6 +332,9 @@ def to_markdown(report: dict) -> str:
     if len(rules) > 1:
         lines += [f"Rows were scored by different rules ({', '.join(sorted(rules))}): compare accuracy only "
                   "between rows of the same scoring.", ""]
+    if "eager_checkpoint" in report:
+        lines += [f"Eager rows: {('checkpoint `' + report['eager_checkpoint'] + '`') if report['eager_checkpoint'] else 'none'}"
+                  " (the manifest's checkpoint is used only when its sha256 matches; else pass --checkpoint).", ""]
     lines += ["| artifact | backend | precision | size MB | median ms | p90 ms | peak MB | EN top-1 | EN top-5 "
               "| ZH top-1 | ZH top-5 | parity mean cos | source | scoring |",
               "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]

@@ -304,6 +304,7 @@ def test_report_finds_the_manifest_checkpoint_relative_to_the_bundle_from_anothe
     assert found is not None and found.resolve() == (copy / "ckpt").resolve(), why
     report = build_report(bundle, images=str(elevater_dir), limit=None, runs=1, threads=1)
     assert "image_encoder_eager_fp32" in [e["name"] for e in report["artifacts"]]
+    assert Path(report["eager_checkpoint"]).resolve() == (copy / "ckpt").resolve()
 
 
 def test_report_refuses_a_manifest_checkpoint_whose_sha256_differs(copy, elevater_dir, tiny_tokenizer, capsys):
@@ -316,6 +317,7 @@ def test_report_refuses_a_manifest_checkpoint_whose_sha256_differs(copy, elevate
     edit(android(copy), lambda m: m["student"].__setitem__("checkpoint", str(copy / "ckpt")))
     report = build_report(android(copy), images=str(elevater_dir), limit=None, runs=1, threads=1)
     assert "image_encoder_eager_fp32" not in [e["name"] for e in report["artifacts"]]
+    assert report["eager_checkpoint"] is None
     err = capsys.readouterr().err
     assert "no eager row" in err and "differs from the sha256 the manifest recorded" in err
     assert "Pass --checkpoint DIR" in err
