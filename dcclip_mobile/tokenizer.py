@@ -147,10 +147,17 @@ class BilingualTokenizer:
         if info.get("normalization") != NORMALIZATION:
             raise TokenizerError(f"{str(meta)!r} states normalization {info.get('normalization')!r}; "
                                  f"this dcclip-mobile implements {NORMALIZATION}")
+        proto = model.read_bytes()
+        if not proto:
+            raise TokenizerError(f"tokenizer file {str(model)!r} is empty (0 bytes); copy the checkpoint or bundle "
+                                 "again, or re-save the tokenizer")
+        if type(info.get("context_length")) is not int:
+            raise TokenizerError(f"{str(meta)!r} context_length must be an integer, got {info.get('context_length')!r}")
         try:
-            tok = cls(model.read_bytes(), int(info["context_length"]))
-        except (RuntimeError, KeyError) as e:
-            raise TokenizerError(f"cannot read tokenizer in {str(directory)!r}: {e}") from None
+            tok = cls(proto, info["context_length"])
+        except RuntimeError as e:
+            raise TokenizerError(f"tokenizer file {str(model)!r} is not a SentencePiece model ("
+                                 f"{str(e).strip().splitlines()[-1][:200] if str(e).strip() else 'no detail'})") from None
         if len(info.get("pieces", [])) != tok.vocab_size:
             raise TokenizerError(f"{str(meta)!r} lists {len(info.get('pieces', []))} pieces but "
                                  f"{MODEL_FILE} has {tok.vocab_size}: the two files do not belong together")

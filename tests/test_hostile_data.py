@@ -201,3 +201,14 @@ def test_config_file_that_is_not_json_is_a_config_error(tmp_path):
     p.write_text("{not json")
     with pytest.raises(ConfigError, match="c.json.*not valid JSON"):
         load_config(p)
+
+
+@pytest.mark.parametrize("content, match", [(b"", "tokenizer.model' is empty"),
+                                            (b"garbage" * 10, "tokenizer.model' is not a SentencePiece model")])
+def test_tokenizer_model_empty_or_not_a_model_names_the_file(tiny_tokenizer, tmp_path, content, match):
+    from dcclip_mobile.tokenizer import BilingualTokenizer, TokenizerError
+
+    tiny_tokenizer.save(tmp_path)
+    (tmp_path / "tokenizer.model").write_bytes(content)
+    with pytest.raises(TokenizerError, match=match):
+        BilingualTokenizer.load(tmp_path)
