@@ -103,3 +103,14 @@ def test_schedule_warms_up_then_decays():
     assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
     assert all(a >= b for a, b in zip(lrs[9:], lrs[10:]))
     assert lrs[-1] < 0.01
+
+
+def test_resume_finds_a_checkpoint_whose_swap_was_interrupted(tiny_student, tiny_tokenizer, tmp_path):
+    """A kill between atomic_directory's two renames leaves the previous checkpoint as .checkpoint.old-*;
+    --resume must find it, not tell the user to start over."""
+    cfg = TrainConfig(steps=4, batch_size=4, warmup_steps=0, checkpoint_every=2)
+    run(tiny_student, tiny_tokenizer, tmp_path, cfg, stop_after=2)
+    ckpt = tmp_path / "checkpoint"
+    ckpt.rename(tmp_path / ".checkpoint.old-12345")  # the state between the two renames
+    run(tiny_student, tiny_tokenizer, tmp_path, cfg, resume=True)
+    assert [m["step"] for m in read_metrics(tmp_path)] == [1, 2, 3, 4]

@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 from typing import Callable
 
+from dcclip_mobile.atomic import check_writable_dir
+
 from .loop import TrainConfig
 
 
@@ -40,8 +42,16 @@ def add_image_tower_args(ap: argparse.ArgumentParser, freeze_default: int, freez
 
 
 def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The run's TrainConfig, and the checks a runner makes before any work: numbers in range and an --out
+    it can write (a file there, or a read-only disk, is refused now rather than after the teacher's fill)."""
     cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
     cfg.validate()
+    if getattr(args, "threads", 0) < 0:
+        raise ValueError(f"--threads {args.threads}: give a number of threads >= 1, or 0 for torch's default")
+    if getattr(args, "stop_after", None) is not None and args.stop_after < 1:
+        raise ValueError(f"--stop-after {args.stop_after}: give a number of steps >= 1")
+    if getattr(args, "out", None):
+        check_writable_dir(args.out, "--out")
     return cfg
 
 

@@ -149,7 +149,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def check_args(args: argparse.Namespace) -> None:
-    """Options that belong to one mode only: refused in the other rather than silently ignored."""
+    """Options that belong to one mode only: refused in the other rather than silently ignored; outputs that
+    cannot be written refused before any work."""
+    for flag, path in (("--json", args.json), ("--markdown", args.markdown)):
+        if path and Path(path).is_dir():
+            raise ValueError(f"{flag} {path!r} is a directory; give a file name")
+    if args.limit is not None and args.limit < 1:
+        raise ValueError(f"--limit {args.limit}: give a number of images >= 1 (or leave it out for the whole set)")
+    if args.threads is not None and args.threads < 0:
+        raise ValueError(f"--threads {args.threads}: give a number of threads >= 1, or 0 for torch's default")
     if args.elevater_root:
         for given, name in ((args.images, "--images/--dataset"), (args.limit, "--limit")):
             if given is not None:
@@ -179,10 +187,10 @@ def write_outputs(args: argparse.Namespace, result: dict) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
     try:
         check_args(args)
+        if args.threads:
+            torch.set_num_threads(args.threads)
         result = evaluate_elevater(args) if args.elevater_root else evaluate_one(args)
     except (ValueError, FileNotFoundError) as e:  # DeviceError is a ValueError
         print(f"error: {e}", file=sys.stderr)

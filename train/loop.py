@@ -25,11 +25,12 @@ from typing import Callable
 
 import torch
 import torch.distributed as dist
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm import tqdm
 
-from dcclip_mobile.atomic import atomic_directory
+from dcclip_mobile.atomic import atomic_directory, recover_directory
 from dcclip_mobile.data.preprocess import ImageLoadError
 from dcclip_mobile.checkpoint import write_student_files
 from dcclip_mobile.models import DCCLIPStudent
@@ -175,12 +176,17 @@ def save_training_checkpoint(directory: Path, stage: StageModule, tokenizer: Bil
 
 def load_training_checkpoint(directory: Path, stage: StageModule, optimizer: torch.optim.Optimizer) -> dict:
     """Restore what save_training_checkpoint wrote; returns its JSON metadata (with "step")."""
+    directory = recover_directory(directory) or directory  # a swap interrupted between its renames
     for f in (STATE_TENSORS, STATE_JSON):
         if not (directory / f).is_file():
             raise TrainConfigError(f"cannot resume: {str(directory / f)!r} is missing; start without --resume "
                                    "or point --out at the run to continue")
-    meta = json.loads((directory / STATE_JSON).read_text())
-    tensors = load_file(str(directory / STATE_TENSORS))
+    try:
+        meta = json.loads((directory / STATE_JSON).read_text())
+        tensors = load_file(str(directory / STATE_TENSORS))
+    except (json.JSONDecodeError, SafetensorError, OSError) as e:
+        raise TrainConfigError(f"cannot resume: the training state in {str(directory)!r} is damaged ({e}); "
+                               "start again without --resume, or restore the checkpoint directory") from None
     stage.load_state_dict({k[len("stage."):]: v for k, v in tensors.items() if k.startswith("stage.")})
     state: dict[int, dict] = {}
     for k, v in tensors.items():
@@ -372,9 +378,17 @@ def read_metrics(out_dir: str | Path) -> list[dict]:
 
 
 def _truncate_metrics(path: Path, step: int) -> None:
-    """Drop lines past the resumed step, so a resumed run's log reads as one run."""
+    """Drop lines past the resumed step, so a resumed run's log reads as one run; a line torn by a kill
+    (the last one, half written) is dropped too."""
     if path.exists():
-        keep = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
+        keep = []
+        for line in path.read_text().split("\n"):
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # empty, or torn by an interruption
+            if isinstance(row, dict) and row.get("step", step + 1) <= step:
+                keep.append(line)
         path.write_text("".join(line + "\n" for line in keep))
 
 

@@ -14,6 +14,8 @@ def add_image_source_args(ap: argparse.ArgumentParser, default_limit: int | None
 
 
 def image_source(args: argparse.Namespace, split: str):
+    if args.limit is not None and args.limit < 1:
+        raise ValueError(f"--limit {args.limit}: give a number of images >= 1 (or leave it out for the whole set)")
     try:
         return open_image_source(args.images, split, args.limit, getattr(args, "seed", 0))
     except ValueError as e:
