@@ -111,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch-size", type=int, default=None, help="default 128 on CUDA, 8 tiny")
     ap.add_argument("--workers", type=int, default=None, help="DataLoader workers (default 8 on CUDA, 0 tiny)")
     ap.add_argument("--amp", default=None, choices=["bf16", "fp16", "off"])
+    ap.add_argument("--channels-last", action="store_true", help="pass --channels-last to the training runners")
     args = ap.parse_args(argv)
     cuda = torch.cuda.is_available()
     tiny = args.tiny or not cuda
@@ -122,7 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     report: dict = {"device": torch.cuda.get_device_name(0) if cuda else "cpu", "torch": torch.__version__,
-                    "tiny": tiny, "steps": steps, "batch_size": batch, "workers": workers, "amp": amp}
+                    "tiny": tiny, "steps": steps, "batch_size": batch, "workers": workers, "amp": amp,
+                    "channels_last": args.channels_last}
 
     t = time.perf_counter()
     teacher_dir = write_random_altclip(out / "altclip", "tiny" if tiny else "large", device=device)
@@ -134,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     preset, cache = ("tiny" if tiny else "base"), str(out / "cache")
     common = ["--teacher", f"altclip:{teacher_dir}", "--steps", str(steps), "--batch-size",
               str(batch), "--warmup-steps", "0", "--device", device, "--amp", amp, "--workers", str(workers),
-              "--checkpoint-every", str(steps)]
+              "--checkpoint-every", str(steps), *(["--channels-last"] if args.channels_last else [])]
     s1 = ["--preset", preset, "--corpus-size", "0", "--texts", data["texts"], "--texts-per-image", "2", *common]
     stages = {}
     wall = timed(distill.main, [*s1, "--images", data["shards"], "--teacher-mode", "online", "--out", str(out / "s1_online")])

@@ -99,7 +99,7 @@ def run(args: argparse.Namespace) -> Path:
                        frozen_image_layers=args.freeze_image_layers, text_distill_weight=args.text_distill_weight,
                        image_lr_scale=args.image_lr_scale, online=online)
     ckpt = train(stage, data, collate_skipping_bad, tokenizer, cfg, args.out, resume=args.resume, stop_after=args.stop_after,
-                 desc=f"stage 2 align ({device.type}, amp {amp})", device=device, amp=amp,
+                 desc=f"stage 2 align ({device.type}, amp {amp})", device=device, amp=amp, channels_last=args.channels_last,
                  extra_state={"init": str(args.init), "images": images_id})
     if info.is_main:
         atomic_write_text(Path(args.out) / "stage.json", json.dumps(

@@ -80,12 +80,15 @@ def grad_scaler(device: torch.device, amp: str) -> torch.amp.GradScaler:
     return torch.amp.GradScaler(device.type, enabled=amp == "fp16")
 
 
-def to_device(batch, device: torch.device):
-    """Every tensor of a (nested) batch on `device`; pinned host memory makes the copy asynchronous."""
+def to_device(batch, device: torch.device, channels_last: bool = False):
+    """Every tensor of a (nested) batch on `device`; pinned host memory makes the copy asynchronous.
+    channels_last: 4-d tensors (pictures, teacher maps) in NHWC."""
     if torch.is_tensor(batch):
+        if channels_last and batch.ndim == 4:
+            return batch.to(device, non_blocking=True, memory_format=torch.channels_last)
         return batch.to(device, non_blocking=True)
     if isinstance(batch, dict):
-        return {k: to_device(v, device) for k, v in batch.items()}
+        return {k: to_device(v, device, channels_last) for k, v in batch.items()}
     if isinstance(batch, (list, tuple)) and batch and torch.is_tensor(batch[0]):
         return type(batch)(to_device(v, device) for v in batch)
     return batch
@@ -159,6 +162,9 @@ def add_device_args(ap: argparse.ArgumentParser, amp: bool = True) -> None:
     g = ap.add_argument_group("device")
     g.add_argument("--device", default="auto", help=f"{DEVICE_CHOICES} (auto: this rank's GPU when CUDA is present)")
     if amp:
+        g.add_argument("--channels-last", action="store_true",
+                       help="NHWC weights and pictures for the image tower; not yet measured on a GPU "
+                            "(bench/gpu_student_step.py compares it)")
         g.add_argument("--amp", default=None, choices=AMP_CHOICES,
                        help="mixed precision of the forward passes (default: bf16 on CUDA, off on the CPU); "
                             "weights, losses and optimizer state stay fp32")

@@ -20,6 +20,7 @@ import torch
 from dcclip_mobile.atomic import atomic_write_text
 from dcclip_mobile.config import load_preset
 from dcclip_mobile.data.emoji import CLASS_GROUPS, class_emoji, emoji_present
+from dcclip_mobile.data.corpus import fit_to_context, sentence_mix, tokenizer_texts, user_texts
 from dcclip_mobile.data.labels import bilingual_corpus
 from dcclip_mobile.models import DCCLIPStudent
 from dcclip_mobile.models.inherit import (check_prunable, is_prunable, frozen_prefix_layers, identity_adapter_init, imagenet_bank_prompts,
@@ -27,7 +28,7 @@ from dcclip_mobile.models.inherit import (check_prunable, is_prunable, frozen_pr
                                           load_efficientnet_lite0)
 from dcclip_mobile.teachers import build_teacher
 from dcclip_mobile.teachers.cache import cache_image_features, cache_text_features, teacher_cache_dir
-from dcclip_mobile.tokenizer import BilingualTokenizer, train_tokenizer
+from dcclip_mobile.tokenizer import BilingualTokenizer, normalize, train_tokenizer
 from dcclip_mobile.data.shards import is_shard_spec
 
 from .cli import add_image_tower_args, add_train_args, run_main, train_config_from_args
@@ -46,10 +47,20 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m train.distill", description=__doc__.splitlines()[0])
     ap.add_argument("--teacher", default="offline", help="'offline' or 'altclip:<hub id or local dir>'")
     add_image_source_args(ap, default_limit=5000)
-    ap.add_argument("--corpus-size", type=int, default=8000, help="bilingual texts to distill on")
+    ap.add_argument("--corpus-size", type=int, default=8000, help="bilingual class prompts to distill on")
+    ap.add_argument("--sentences", type=int, default=None,
+                    help="real English and Chinese sentences from the registry corpus (dcclip_mobile/data/corpus.py), "
+                         "of lengths spread up to the context, added to the prompts (default: half of --corpus-size; "
+                         "0: none)")
+    ap.add_argument("--tokenizer-corpus", default="auto", choices=["auto", "registry", "texts"],
+                    help="what the tokenizer trains on besides stage 1's texts: 'registry' adds the registry corpus's "
+                         "sentences and word lists (sized by the vocabulary), 'texts' nothing; auto: registry when "
+                         "--sentences > 0")
     ap.add_argument("--texts-per-image", type=int, default=8,
                     help="texts in each step per image (text steps are cheap; the text student needs many)")
-    ap.add_argument("--texts", help="extra texts, one per line (English or Chinese), added to the corpus")
+    ap.add_argument("--texts", help="your own corpus, added to the others: a text file (one text per line, English "
+                                    "or Chinese), a pairs file (.jsonl/.csv/.tsv: its captions) or webdataset shards "
+                                    "(their captions); with --corpus-size 0 --sentences 0 it replaces them")
     ap.add_argument("--preset", default="small")
     ap.add_argument("--inherit", default="auto", choices=["auto", "efficientnet-lite0", "none"],
                     help="start the image tower as a pruned pretrained EfficientNet-Lite0 (auto: when the preset "
@@ -81,20 +92,16 @@ def run(args: argparse.Namespace) -> Path:
     stream = is_shard_spec(args.images)
     images = None if stream else image_source(args, split="train")
     mode = teacher_mode(args.teacher_mode, None if stream else len(images), args.teacher_map_pool)
-    corpus = [t for t, _ in bilingual_corpus(args.corpus_size, seed=args.seed, classnames=corpus_classnames(args.seed))
-              ] if args.corpus_size > 0 else []
-    if args.texts:
-        corpus += [line.strip() for line in Path(args.texts).read_text(encoding="utf-8").splitlines() if line.strip()]
-
-    if not corpus:
-        raise ValueError("the text corpus is empty: give --corpus-size > 0 or --texts FILE")
     student_cfg = load_preset(args.preset)
     if args.image_size:
         student_cfg.image.image_size = args.image_size
     student_cfg.embed_dim = teacher.embed_dim  # the student's joint space is the teacher's
-    tokenizer = shared_tokenizer(out / "tokenizer", corpus, args.vocab_size or student_cfg.text.vocab_size,
-                                 student_cfg.text.context_length, args.resume, info)
+    vocab_size, context = args.vocab_size or student_cfg.text.vocab_size, student_cfg.text.context_length
+    corpus, tokenizer_extra = text_corpus(args, vocab_size, context)
+    tokenizer = shared_tokenizer(out / "tokenizer", corpus + tokenizer_extra, vocab_size, context, args.resume, info)
     student_cfg.text.vocab_size = tokenizer.vocab_size
+    # a text longer than the context is cut to what the student reads, so the teacher embeds the same words
+    corpus = fit_to_context(corpus, lambda t: len(tokenizer.sp.encode(normalize(t))), context - 2)
     torch.manual_seed(args.seed)
     student = DCCLIPStudent(student_cfg)
     head_channels = inherit_weights(args.inherit, student, teacher, cache, info)
@@ -125,7 +132,7 @@ def run(args: argparse.Namespace) -> Path:
         data = DistillSet(images, pre, teacher_images, tokens, teacher_texts, args.texts_per_image)
         images_id = images.dataset_id
     ckpt = train(stage, data, collate_skipping_bad, tokenizer, cfg, out, resume=args.resume, stop_after=args.stop_after,
-                 desc=f"stage 1 distill ({mode} teacher, {device.type}, amp {amp})", device=device, amp=amp,
+                 desc=f"stage 1 distill ({mode} teacher, {device.type}, amp {amp})", device=device, amp=amp, channels_last=args.channels_last,
                  extra_state={"teacher": teacher.teacher_id, "images": images_id})
     if info.is_main:
         atomic_write_text(out / "stage.json", json.dumps(
@@ -133,6 +140,25 @@ def run(args: argparse.Namespace) -> Path:
              "amp": amp, "world": info.world, "checkpoint": str(ckpt),
              "throughput": throughput_summary(out)}, indent=2) + "\n")
     return ckpt
+
+
+def text_corpus(args: argparse.Namespace, vocab_size: int, context: int) -> tuple[list[str], list[str]]:
+    """(stage 1's texts, the tokenizer's extra texts). Stage 1: --corpus-size class prompts, --sentences
+    registry sentences of every length up to the context (both languages, half each), then --texts (a text file,
+    a pairs file's or shards' captions). The tokenizer also reads the registry corpus (--tokenizer-corpus)."""
+    sentences = args.corpus_size // 2 if args.sentences is None else args.sentences
+    if args.corpus_size < 0 or sentences < 0:
+        raise ValueError("--corpus-size and --sentences must be >= 0")
+    corpus = [t for t, _ in bilingual_corpus(args.corpus_size, seed=args.seed, classnames=corpus_classnames(args.seed))
+              ] if args.corpus_size > 0 else []
+    if sentences > 0:
+        corpus += [t for t, _ in sentence_mix(sentences, seed=args.seed, context_length=context)]
+    if args.texts:
+        corpus += [t for t, _ in user_texts(args.texts)]
+    if not corpus:
+        raise ValueError("the text corpus is empty: give --corpus-size > 0, --sentences > 0 or --texts FILE")
+    registry = args.tokenizer_corpus == "registry" or (args.tokenizer_corpus == "auto" and sentences > 0)
+    return corpus, tokenizer_texts(vocab_size, seed=args.seed) if registry else []
 
 
 def shared_tokenizer(tok_dir: Path, corpus: list[str], vocab_size: int, context_length: int, resume: bool,

@@ -205,7 +205,7 @@ MAX_BAD_SHARE = 0.05  # the run stops when more than this share of the samples i
 def train(stage: StageModule, dataset: torch.utils.data.Dataset, collate: Callable, tokenizer: BilingualTokenizer,
           cfg: TrainConfig, out_dir: str | Path, resume: bool = False, desc: str = "train",
           stop_after: int | None = None, extra_state: dict | None = None,
-          device: torch.device | str = "cpu", amp: str = "off") -> Path:
+          device: torch.device | str = "cpu", amp: str = "off", channels_last: bool = False) -> Path:
     """Run (or resume) a stage on `device` in precision `amp` (train/device.py); returns the checkpoint
     directory `out_dir/checkpoint`.
 
@@ -222,6 +222,8 @@ def train(stage: StageModule, dataset: torch.utils.data.Dataset, collate: Callab
     info = init_distributed(device)
     torch.manual_seed(cfg.seed)
     stage.to(device)
+    if channels_last:
+        stage.to(memory_format=torch.channels_last)  # 4-d weights NHWC; checkpoints are saved contiguous
 
     groups: dict[tuple[bool, float], list] = {}
     for name, p in stage.named_parameters():
@@ -282,7 +284,7 @@ def train(stage: StageModule, dataset: torch.utils.data.Dataset, collate: Callab
             with clock.measure("data"):
                 batch, skipped, n_drawn = _next_good_batch(batches, out_dir if info.is_main else None)
                 drawn += n_drawn
-                batch = to_device(batch, device)
+                batch = to_device(batch, device, channels_last)
             seen, bad = seen + skipped + _batch_len(batch), bad + skipped
             if bad > MAX_BAD_SHARE * seen and seen >= 100:
                 raise ImageLoadError(f"{bad} of the {seen} samples drawn so far could not be loaded (over "
