@@ -35,7 +35,6 @@ import os
 import re
 import sys
 import tarfile
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
@@ -46,7 +45,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from webdataset.tariterators import group_by_keys, meta_prefix, meta_suffix, tar_file_iterator
 from webdataset.writer import TarWriter
 
-from ..atomic import atomic_write_text
+from ..atomic import atomic_open, atomic_write_text
 from .preprocess import ImageLoadError, load_image, to_rgb
 
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")   # the image members decode_pair looks for, in this order
@@ -355,19 +354,11 @@ def _check_header(raw: bytes, path: Path) -> None:
 
 def _write_tar(path: Path, samples: list[dict]) -> None:
     """Write one shard under a temporary name beside it, then rename: a shard is whole or absent."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            w = TarWriter(f, encoder=False)
-            for s in samples:
-                w.write(s)
-            w.close()
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(path) as f:
+        w = TarWriter(f, encoder=False)
+        for s in samples:
+            w.write(s)
+        w.close()
 
 
 def convert_pairs(pairs_path: str | Path, out: str | Path, per_shard: int = 1000, progress: bool = True) -> str:
