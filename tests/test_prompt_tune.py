@@ -328,3 +328,28 @@ def test_export_folds_a_tuned_prompt_into_the_bundle(tiny_student, tiny_tokenize
     with torch.no_grad():
         want = evaluate(prompt, model, tiny_tokenizer, data)
     assert row["top1"] == pytest.approx(want, abs=1 / 12 + 1e-6)  # at most one of 12 test pictures flips
+
+
+def _emoji_present() -> bool:
+    from dcclip_mobile.data.emoji import emoji_present
+
+    return emoji_present()
+
+
+@pytest.mark.needs(_emoji_present(), "the emoji data (apt-get install fonts-noto-color-emoji unicode-data "
+                                     "unicode-cldr-core; setup.sh does)")
+def test_builtin_emoji_task_is_the_held_out_classes(tmp_path, monkeypatch):
+    import dcclip_mobile.data.tasks as tasks_mod
+    from dcclip_mobile.data.emoji import class_emoji, plain_picture
+
+    monkeypatch.setattr(tasks_mod, "EMOJI_TRAIN_VIEWS", 2)  # a small pool, so the test renders ~120 pictures
+    monkeypatch.setattr(tasks_mod, "EMOJI_TEST_VIEWS", 1)
+    task = open_task("emoji-activities", write_task("emoji-activities", tmp_path))
+    unseen = class_emoji("Activities", "unseen")
+    assert task.classes["en"] == [e.name["en"] for e in unseen] and task.classes["zh"] == [e.name["zh"] for e in unseen]
+    assert not {e.name["en"] for e in class_emoji("Activities", "seen")} & set(task.classes["en"])
+    assert len(task.train) == 2 * task.n_classes and len(task.test) == task.n_classes
+    # the test split is the plain picture; no train view is
+    plain = plain_picture(unseen[0].text).tobytes()
+    assert task.test.image(0).tobytes() == plain
+    assert all(task.train.image(i).tobytes() != plain for i in range(2))
