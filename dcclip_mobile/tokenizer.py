@@ -164,12 +164,48 @@ class BilingualTokenizer:
         return tok
 
 
+# input lengths in tokens (BOS and EOS included, as the attention mask counts them), for reporting by length:
+# class prompts sit in the first bucket, a phone's sentence queries in all of them
+LENGTH_BUCKETS = ((1, 16), (17, 32), (33, 49), (50, 64))
+
+
+def length_bucket(n_tokens: int) -> str:
+    """'1-16', '17-32', '33-49', '50-64' (LENGTH_BUCKETS), or '65+' for a longer context."""
+    for lo, hi in LENGTH_BUCKETS:
+        if lo <= n_tokens <= hi:
+            return f"{lo}-{hi}"
+    return f"{LENGTH_BUCKETS[-1][1] + 1}+"
+
+
+def piece_stats(tokenizer: BilingualTokenizer, texts: Iterable[str]) -> dict:
+    """How efficiently `tokenizer` reads `texts` (untruncated, without BOS/EOS), on normalized text:
+    pieces per non-space character (the figure for Chinese), pieces per whitespace-separated word (the figure
+    for English), the share of pieces that are byte-fallback pieces (characters the vocabulary lacks, each
+    UTF-8 byte one piece), and the share of texts longer than the context (context_length - 2 pieces)."""
+    n = pieces = chars = words = byte_pieces = over = 0
+    for text in texts:
+        norm = normalize(_check_text(text))
+        ids = tokenizer.sp.encode(norm, out_type=int)
+        n += 1
+        pieces += len(ids)
+        chars += sum(1 for c in norm if not c.isspace())
+        words += len(norm.split())
+        byte_pieces += sum(1 for i in ids if tokenizer.sp.is_byte(i))
+        over += len(ids) > tokenizer.context_length - 2
+    return {"texts": n, "pieces": pieces, "chars": chars, "words": words, "byte_pieces": byte_pieces,
+            "pieces_per_char": pieces / chars if chars else None, "pieces_per_word": pieces / words if words else None,
+            "byte_fallback_share": byte_pieces / pieces if pieces else None,
+            "over_context_share": over / n if n else None}
+
+
 def train_tokenizer(texts: Iterable[str], vocab_size: int, context_length: int,
                     character_coverage: float = 0.9995) -> BilingualTokenizer:
     """Train a unigram SentencePiece model with byte fallback on an English + Chinese corpus.
 
     vocab_size is an upper bound: a small corpus gives fewer pieces (hard_vocab_limit off), so check
-    `tokenizer.vocab_size` before sizing an embedding table.
+    `tokenizer.vocab_size` before sizing an embedding table. A vocabulary too small for the characters
+    `character_coverage` asks for (Chinese has thousands) covers the most frequent characters that fit in half
+    of its room instead; the others fall back to bytes.
     """
     corpus = [normalize(_check_text(t, "corpus text")) for t in texts]
     corpus = [t for t in corpus if t]
@@ -177,6 +213,7 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, context_length: int,
         raise TokenizerError("the tokenizer corpus is empty; give it English and Chinese sentences")
     if vocab_size < 260:
         raise TokenizerError(f"vocab_size must be >= 260 (256 byte pieces + 4 specials), got {vocab_size}")
+    corpus = _characters_that_fit(corpus, character_coverage, (vocab_size - 260) // 2)
     model = _BytesSink()
     spm.SentencePieceTrainer.train(
         sentence_iterator=iter(corpus), model_writer=model, model_type="unigram",
@@ -187,6 +224,27 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, context_length: int,
         num_threads=max(1, min(4, os.cpu_count() or 1)), minloglevel=2,
     )
     return BilingualTokenizer(model.data, context_length)
+
+
+def _characters_that_fit(corpus: list[str], coverage: float, room: int) -> list[str]:
+    """The corpus as is when the characters `coverage` needs number at most `room`; else with every character
+    but the `room` most frequent ones deleted (SentencePiece makes each covered character a piece and takes no
+    coverage under 0.98): those become byte pieces when encoding."""
+    from collections import Counter
+
+    counts = Counter(c for t in corpus for c in t if not c.isspace())
+    total = sum(counts.values())
+    ranked = counts.most_common()
+    covered = needed = 0
+    for _, n in ranked:
+        if covered >= coverage * total:
+            break
+        covered, needed = covered + n, needed + 1
+    if needed <= room:
+        return corpus
+    keep = {c for c, _ in ranked[:max(room, 1)]}
+    out = ["".join(c for c in t if c in keep or c.isspace()) for t in corpus]
+    return [t for t in out if t.strip()]
 
 
 class _BytesSink:

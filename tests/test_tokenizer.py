@@ -118,3 +118,35 @@ def test_training_rejects_bad_input():
         train_tokenizer(["", "   "], vocab_size=500, context_length=8)
     with pytest.raises(TokenizerError, match="vocab_size"):
         train_tokenizer(["hello"], vocab_size=100, context_length=8)
+
+
+def test_piece_stats_counts_pieces_characters_words_and_byte_fallback(roomy_tokenizer):
+    from dcclip_mobile.tokenizer import piece_stats
+
+    emoji = piece_stats(roomy_tokenizer, ["😀😀"])  # two characters the vocabulary lacks: 8 byte pieces
+    assert emoji["chars"] == 2 and emoji["words"] == 1 and emoji["byte_pieces"] == 8
+    assert emoji["pieces_per_char"] == emoji["pieces"] / 2 and emoji["byte_fallback_share"] == 8 / emoji["pieces"]
+    known = piece_stats(roomy_tokenizer, ["a photo of a sneaker.", "一张运动鞋的照片。"])
+    assert known["texts"] == 2 and known["byte_pieces"] == 0 and known["words"] == 5 + 1
+    assert known["chars"] == len("aphotoofasneaker.") + len("一张运动鞋的照片。")
+    assert known["over_context_share"] == 0.0
+    assert piece_stats(roomy_tokenizer, ["a photo " * 200])["over_context_share"] == 1.0
+
+
+def test_length_buckets():
+    from dcclip_mobile.tokenizer import length_bucket
+
+    assert [length_bucket(n) for n in (1, 16, 17, 32, 33, 49, 50, 64, 65)] == [
+        "1-16", "1-16", "17-32", "17-32", "33-49", "33-49", "50-64", "50-64", "65+"]
+
+
+def test_a_vocabulary_smaller_than_the_characters_keeps_the_frequent_ones():
+    """3,000 distinct Han characters and room for 370: training must not fail (SentencePiece takes no
+    character coverage under 0.98); the frequent characters become pieces, the rare ones bytes."""
+    rare = "".join(chr(0x4E00 + 500 + i) for i in range(3000))
+    texts = ["猫狗鸟鱼马牛羊" * 3 + " a cat and a dog"] * 200 + [rare[i:i + 30] for i in range(0, 3000, 30)]
+    tok = train_tokenizer(texts, vocab_size=1000, context_length=64)
+    assert tok.vocab_size <= 1000
+    pieces = [tok.sp.id_to_piece(i) for i in tok.encode("猫狗")[1:-1]]
+    assert not any(p.startswith("<0x") for p in pieces)
+    assert all(tok.sp.is_byte(i) for i in tok.encode(rare[2500])[2:-1])  # after the "▁" piece
