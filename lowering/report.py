@@ -186,6 +186,24 @@ def eager_checkpoint(bundle: Path, manifest: dict, checkpoint: str | None, log=p
     return found
 
 
+def shipped_tuned_embeddings(bundle: Path, manifest: dict, classnames: dict[str, list[str]]) -> dict | None:
+    """{lang: [classes, D]} of a bundle whose class embeddings come from a tuned prompt (lowering/prompts.py),
+    plus "rule", the scoring rule's name; None for a bundle whose classes its templates rebuild."""
+    entry = manifest.get("class_embeddings") or {}
+    prompt = entry.get("prompt")
+    if not prompt:
+        return None
+    data = json.loads(bm.bundle_path(bundle, manifest, entry["file"], "class_embeddings.file").read_text(encoding="utf-8"))
+    for lang in ("en", "zh"):
+        if list(classnames[lang]) != data[f"labels_{lang}"]:
+            raise ReportError(f"the bundle ships class embeddings tuned for its own label set ({lang}: "
+                              f"{data[f'labels_{lang}'][:3]}...), not the evaluation set's; pass --images with the "
+                              "task the prompt was tuned on, or --templates N to score by templates")
+    out = {lang: torch.tensor(data[f"embeddings_{lang}"]) for lang in ("en", "zh")}
+    out["rule"] = f"shipped class embeddings (tuned {prompt.get('method', '?')} prompt, {prompt.get('shots', '?')} shots)"
+    return out
+
+
 def first_clip_templates(n: int) -> dict[str, list[str]]:
     """{lang: the first n of the 80 CLIP templates}, as train.evaluate uses (the bilingual-labels asset)."""
     if n < 1:
@@ -224,14 +242,16 @@ def build_report(bundle: str | Path, images: str = "fashion-mnist", limit: int =
     torch.set_num_threads(threads)
     tokenizer = BilingualTokenizer.load(bundle)
     pixels, labels, classnames, dataset_id = load_eval(images, limit, manifest["image"]["preprocess"])
+    tuned = shipped_tuned_embeddings(bundle, manifest, classnames) if templates is None else None
     templates, rule = scoring_rule(manifest, templates, templates_rule)
     device_rule = scoring_rule(manifest, None)[1]  # the apps build classes from the manifest's templates
+    if tuned is not None:  # a tuned prompt's classes cannot be rebuilt from templates: score what ships
+        rule = device_rule = tuned.pop("rule")
 
     def accuracy(image_run: Runner, text_run: Runner, id_dtype: torch.dtype) -> dict:
         emb = embed_images(image_run, pixels)
-        return {lang: topk_accuracy(emb, class_prototypes(text_run, tokenizer, classnames[lang], lang,
-                                                          templates[lang], id_dtype), labels)
-                for lang in ("en", "zh")}
+        return {lang: topk_accuracy(emb, tuned[lang] if tuned is not None else class_prototypes(
+            text_run, tokenizer, classnames[lang], lang, templates[lang], id_dtype), labels) for lang in ("en", "zh")}
 
     entries = []
     example = {"image": (pixels[:1],), "text": tuple(tokenizer(["a photo of a bag."]).values())}

@@ -328,6 +328,12 @@ def test_export_folds_a_tuned_prompt_into_the_bundle(tiny_student, tiny_tokenize
     with torch.no_grad():
         want = evaluate(prompt, model, tiny_tokenizer, data)
     assert row["top1"] == pytest.approx(want, abs=1 / 12 + 1e-6)  # at most one of 12 test pictures flips
+    # the report scores what the bundle ships, not the templates (a tuned class cannot be rebuilt from them)
+    from lowering.report import build_report
+    rep = build_report(bundle, str(tasks["colors"]), runs=1)
+    assert rep["eval"]["scoring"].startswith("shipped class embeddings (tuned unified prompt, 2 shots)")
+    (pte_row,) = [e for e in rep["artifacts"] if e["tower"] == "image"]
+    assert pte_row["accuracy"]["en"]["top1"] == pytest.approx(row["top1"]["en"], abs=1e-6)
 
 
 def _emoji_present() -> bool:
