@@ -22,13 +22,13 @@ import torch
 from dcclip_mobile.checkpoint import load_student
 from dcclip_mobile.data.tasks import ensure_tasks, open_task, sample_shots
 from dcclip_mobile.prompt_tuning import Prompt, PromptSpec
-from dcclip_mobile.prompt_tuning.engine import (FitConfig, PixelCache, Shots, TaskData, embed_pixels, evaluate, fit,
-                                                student_preprocess)
+from dcclip_mobile.data.preprocess import ImagePreprocess
+from dcclip_mobile.prompt_tuning.engine import FitConfig, PixelCache, Shots, TaskData, embed_pixels, evaluate, fit
 
 
 def bench_task(model, tokenizer, name: str, path: Path, shots: int, method: str, steps: int, seed: int = 0) -> dict:
     task = open_task(name, path)
-    pre = student_preprocess(model)
+    pre = ImagePreprocess.for_student(model.cfg)
     t0 = time.perf_counter()
     idx = sample_shots(task.train.labels, shots, seed, task.n_classes)
     pool = torch.zeros(len(task.train), model.cfg.embed_dim)

@@ -133,7 +133,7 @@ def score_bundle(bundle: str | Path, images: str, split: str = "test", limit: in
     if run is None:
         raise PromptError(f"bundle {str(bundle)!r}: its default image artifact cannot run on this host")
     p = manifest["image"]["preprocess"]
-    pre = ImagePreprocess(p["size"], tuple(p["mean"]), tuple(p["std"]), p["resize"])
+    pre = ImagePreprocess.from_dict(p)
     pixels = torch.stack([preprocess_image(source.image(i), pre) for i in range(len(source))])
     emb = embed_images(run, pixels)
     labels = torch.as_tensor(source.labels)

@@ -101,7 +101,7 @@ def class_prototypes(run: Runner, tokenizer: BilingualTokenizer, classnames: lis
 # ---------------------------------------------------------------------------------------------- report
 def load_eval(images: str, limit: int, size_cfg) -> tuple[torch.Tensor, torch.Tensor, dict[str, list[str]], str]:
     source = open_image_source(images, "test", limit)
-    pre = ImagePreprocess(size_cfg["size"], tuple(size_cfg["mean"]), tuple(size_cfg["std"]), size_cfg["resize"])
+    pre = ImagePreprocess.from_dict(size_cfg)
     pixels = torch.stack([preprocess_image(source.image(i), pre) for i in range(len(source))])
     return pixels, torch.as_tensor(source.labels), source.classes, source.dataset_id
 

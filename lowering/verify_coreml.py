@@ -45,7 +45,7 @@ def verify(bundle: Path, min_cosine: float | None = None, log=print) -> bool:
     golden = bm.load_golden(bundle, manifest)
     ok = True
     pre = manifest["image"]["preprocess"]
-    preprocess = ImagePreprocess(pre["size"], tuple(pre["mean"]), tuple(pre["std"]), pre["resize"])
+    preprocess = ImagePreprocess.from_dict(pre)
     can_predict = platform.system() == "Darwin"
     if not can_predict:
         log("note: Core ML predict runs only on macOS; checking structure only")

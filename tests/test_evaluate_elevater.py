@@ -11,7 +11,6 @@ from dcclip_mobile.checkpoint import save_student
 from dcclip_mobile.data.preprocess import ImagePreprocess
 from dcclip_mobile.zeroshot import student_text_encoder
 from train.evaluate import main
-from train.sources import student_preprocess
 
 TEMPLATES = {"en": ["a photo of a {c}."], "zh": ["一张{c}的照片。"]}
 # name -> [(English, Chinese, RGB)]: a 3-class set (no top-5) and two sets with >= 5 classes
@@ -83,7 +82,7 @@ def test_find_datasets_skips_what_is_not_a_set(elevater_root):
 def test_suite_on_the_tiny_student(elevater_root, tiny_student, tiny_tokenizer):
     sources = suite.open_datasets(suite.find_datasets(elevater_root))
     result = suite.evaluate_suite(sources, student_text_encoder(tiny_student, tiny_tokenizer), "en,zh",
-                                  encode_images=tiny_student.encode_image, pre=student_preprocess(tiny_student.cfg),
+                                  encode_images=tiny_student.encode_image, pre=ImagePreprocess.for_student(tiny_student.cfg),
                                   templates=TEMPLATES, progress=False)
     check_table(result)
     table = suite.markdown_table(result)

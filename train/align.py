@@ -23,12 +23,13 @@ from dcclip_mobile.teachers import build_teacher
 from dcclip_mobile.teachers.cache import cache_image_features, cache_text_features, teacher_cache_dir
 
 from dcclip_mobile.data.shards import is_shard_spec
+from dcclip_mobile.data.preprocess import ImagePreprocess
 
 from .cli import add_image_tower_args, add_train_args, run_main, train_config_from_args
 from .datasets import AlignSet, collate_skipping_bad
 from .device import add_device_args, resolve_amp, resolve_device
 from .loop import TrainConfig, init_distributed, throughput_summary, train
-from .sources import add_image_source_args, image_source, student_preprocess
+from .sources import add_image_source_args, image_source
 from .stages import AlignStage, OnlineTeacher
 from .streams import align_stream, stream_dataset_id
 from .teacher_mode import add_teacher_mode_args, place_teacher, teacher_batch, teacher_mode
@@ -75,7 +76,7 @@ def run(args: argparse.Namespace) -> Path:
     mode = teacher_mode(args.teacher_mode, None if stream else len(images), args.teacher_map_pool)
     teacher = place_teacher(build_teacher(args.teacher), device, amp) if wants_teacher else None
     online = OnlineTeacher(teacher) if wants_teacher and mode == "online" else None
-    pre = student_preprocess(student.cfg)
+    pre = ImagePreprocess.for_student(student.cfg)
     teacher_pre = teacher.preprocess if online else None
     if stream:
         data = align_stream(args.images, args.seed, pre, tokenizer, teacher_pre)

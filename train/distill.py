@@ -30,12 +30,13 @@ from dcclip_mobile.teachers import build_teacher
 from dcclip_mobile.teachers.cache import cache_image_features, cache_text_features, teacher_cache_dir
 from dcclip_mobile.tokenizer import BilingualTokenizer, normalize, train_tokenizer
 from dcclip_mobile.data.shards import is_shard_spec
+from dcclip_mobile.data.preprocess import ImagePreprocess
 
 from .cli import add_image_tower_args, add_train_args, run_main, train_config_from_args
 from .datasets import DistillSet, collate_skipping_bad
 from .device import add_device_args, resolve_amp, resolve_device
 from .loop import TrainConfig, init_distributed, throughput_summary, train
-from .sources import add_image_source_args, image_source, student_preprocess
+from .sources import add_image_source_args, image_source
 from .stages import DistillStage, DistillWeights, OnlineTeacher
 from .streams import distill_stream, stream_dataset_id
 from .teacher_mode import add_teacher_mode_args, place_teacher, teacher_batch, teacher_mode
@@ -116,7 +117,7 @@ def run(args: argparse.Namespace) -> Path:
         # the offline teacher's map is Lite0's own head: the adapter starts as the identity on the kept channels
         identity_adapter_init(stage.image_adapter.conv, head_channels)
     tokens = tokenizer(corpus)
-    pre = student_preprocess(student_cfg)
+    pre = ImagePreprocess.for_student(student_cfg)
     if stream:
         data = distill_stream(args.images, args.seed, pre, teacher.preprocess, tokens, args.texts_per_image)
         images_id = stream_dataset_id(data.urls)

@@ -30,14 +30,15 @@ from dcclip_mobile.data.preprocess import preprocess_batch
 from dcclip_mobile.teachers import TEACHER_SPECS, build_teacher
 from dcclip_mobile.teachers.cache import teacher_cache_dir
 from dcclip_mobile.zeroshot import evaluate_zero_shot, parse_langs, student_image_embeddings, student_text_encoder
+from dcclip_mobile.data.preprocess import ImagePreprocess
 
 from .device import OnDevice, add_device_args, resolve_device
-from .sources import add_image_source_args, image_source, student_preprocess
+from .sources import add_image_source_args, image_source
 from .teacher_mode import teacher_batch
 
 
 def student_embeddings(model, source) -> torch.Tensor:
-    pre = student_preprocess(model.cfg)
+    pre = ImagePreprocess.for_student(model.cfg)
     return student_image_embeddings(
         model, lambda a, b: preprocess_batch([source.image(i) for i in range(a, b)], pre), len(source))
 
@@ -46,7 +47,7 @@ def evaluate_student(model, tokenizer, source, n_templates: int | None = None, l
                      templates: dict[str, list[str]] | None = None) -> dict:
     t = time.perf_counter()
     result = evaluate_zero_shot(student_text_encoder(model, tokenizer), source, langs,
-                                encode_images=model.encode_image, pre=student_preprocess(model.cfg),
+                                encode_images=model.encode_image, pre=ImagePreprocess.for_student(model.cfg),
                                 n_templates=n_templates, templates=templates)
     return {**result, "wall_s": time.perf_counter() - t}
 
@@ -81,7 +82,7 @@ def evaluate_elevater(args: argparse.Namespace) -> dict:
         model = OnDevice(model, resolve_device(args.device))
         who = {"checkpoint": str(args.checkpoint)}
         result = suite.evaluate_suite(sources, student_text_encoder(model, tokenizer), langs,
-                                      encode_images=model.encode_image, pre=student_preprocess(model.cfg),
+                                      encode_images=model.encode_image, pre=ImagePreprocess.for_student(model.cfg),
                                       templates=templates)
     else:
         device = resolve_device(args.device)

@@ -26,9 +26,9 @@ from dcclip_mobile.heldout import (HeldoutSet, fidelity, mean_fidelity, mean_ove
 from dcclip_mobile.teachers import build_teacher
 from dcclip_mobile.teachers.cache import cache_image_features, cache_text_features, teacher_cache_dir
 from dcclip_mobile.zeroshot import embed_images, student_text_encoder
+from dcclip_mobile.data.preprocess import ImagePreprocess
 
 from .cli import run_main
-from .sources import student_preprocess
 
 
 def heldout_sets(seed: int = 0, views: int = 3, fashion_images: int = 2000) -> list[HeldoutSet]:
@@ -71,7 +71,7 @@ def evaluate_student_heldout(model, tokenizer, ref: TeacherReference) -> dict:
     t = time.perf_counter()
     model.eval()
     encode_texts = student_text_encoder(model, tokenizer)
-    pre = student_preprocess(model.cfg)
+    pre = ImagePreprocess.for_student(model.cfg)
     per_set, fid = {}, {}
     for s in ref.sets:
         img = embed_images(model.encode_image, s.source, pre, desc=f"student {s.name}")

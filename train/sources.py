@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import argparse
-from dcclip_mobile.config import StudentConfig
-from dcclip_mobile.data.preprocess import ImagePreprocess
 from dcclip_mobile.data.sources import IMAGE_SOURCES, open_image_source
 
 
@@ -20,7 +18,3 @@ def image_source(args: argparse.Namespace, split: str):
         return open_image_source(args.images, split, args.limit, getattr(args, "seed", 0))
     except ValueError as e:
         raise ValueError(f"--images: {e}") from None
-
-
-def student_preprocess(cfg: StudentConfig) -> ImagePreprocess:
-    return ImagePreprocess(cfg.image.image_size, tuple(cfg.image.image_mean), tuple(cfg.image.image_std))

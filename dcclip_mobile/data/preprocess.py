@@ -63,6 +63,20 @@ class ImagePreprocess:
                         "16-bit by /257")
         return d
 
+    @classmethod
+    def for_student(cls, cfg) -> "ImagePreprocess":
+        """What a student was built for: its StudentConfig (or ImageStudentConfig) states size, mean and std."""
+        image = getattr(cfg, "image", cfg)
+        return cls(image.image_size, tuple(image.image_mean), tuple(image.image_std))
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ImagePreprocess":
+        """The inverse of to_dict() (what a manifest's image.preprocess holds); the descriptive keys are ignored."""
+        try:
+            return cls(int(d["size"]), tuple(d["mean"]), tuple(d["std"]), d.get("resize", RESIZE_RULE))
+        except (KeyError, TypeError) as e:
+            raise ValueError(f"image preprocessing {d!r} lacks or mistypes {e}; it needs size, mean, std") from None
+
     def key(self) -> str:
         """A short string naming this preprocessing, for cache keys."""
         return f"{self.size}-{self.resize}-" + "-".join(f"{v:.6g}" for v in (*self.mean, *self.std))

@@ -31,11 +31,6 @@ from ..zeroshot import class_prototypes
 from .prompts import LANGS, Prompt, prompted_image_embeddings
 
 
-def student_preprocess(model: DCCLIPStudent) -> ImagePreprocess:
-    cfg = model.cfg.image
-    return ImagePreprocess(cfg.image_size, tuple(cfg.image_mean), tuple(cfg.image_std))
-
-
 def tower_fingerprint(module: torch.nn.Module) -> str:
     """A hash of a tower's weights and buffers: keys its cached embeddings."""
     h = hashlib.sha256()
@@ -89,7 +84,7 @@ def split_features(model: DCCLIPStudent, task: Task, split: str, cache: Path | N
     <cache>/<tower fingerprint>/<task>-<task fingerprint>-<split>.safetensors (written atomically)."""
     source = task.train if split == "train" else task.test
     cache = Path(cache) if cache is not None else prompt_feature_cache()
-    pre = student_preprocess(model)
+    pre = ImagePreprocess.for_student(model.cfg)
     path = cache / tower_fingerprint(model.image) / f"{task.name}-{task.fingerprint()}-{pre.key()}-{split}.safetensors"
     if path.is_file():
         emb = load_file(str(path))["embedding"]
@@ -135,7 +130,7 @@ class TaskData:
 def load_task_data(model: DCCLIPStudent, task: Task, cache: Path | None = None, log=print,
                    keep_pixels: bool = False) -> TaskData:
     return TaskData(task, split_features(model, task, "train", cache, log), split_features(model, task, "test", cache, log),
-                    student_preprocess(model), keep_pixels)
+                    ImagePreprocess.for_student(model.cfg), keep_pixels)
 
 
 @dataclass
