@@ -71,7 +71,7 @@ def checkpoint(tmp_path, tiny_student, tiny_tokenizer):
 def recalibrate(model, root):
     """BatchNorm statistics of the tiny (untrained) image tower re-estimated on the task's pictures, so its
     embeddings tell the pictures apart (an untrained tower's are all within cosine 0.94 of each other)."""
-    from dcclip_mobile.data.preprocess import preprocess_batch
+    from dcclip_mobile.data.preprocess import ImagePreprocess, preprocess_batch
 
     task = open_task(root.name, root)
     x = preprocess_batch([task.train.image(i) for i in range(len(task.train))], ImagePreprocess.for_student(model.cfg))
