@@ -188,3 +188,12 @@ def test_torchrun_two_ranks_fill_one_complete_cache(tiny_altclip_dir, tmp_path):
     shards = sorted(image_cache.glob("shard_*.safetensors"))
     assert len(shards) == 8 and not list(image_cache.glob(".shard_*"))  # 32 images, 4 a shard, none torn
     assert json.loads((image_cache / "meta.json").read_text())["size"] == 32
+
+
+def test_cache_fill_through_dataloader_workers_equals_the_one_process_fill(tiny_altclip_dir, tmp_path):
+    teacher = build_teacher(f"altclip:{tiny_altclip_dir}")
+    imgs = [Image.new("RGB", (36, 30), (i * 20, 255 - i * 9, i * 3)) for i in range(11)]
+    one = cache_image_features(teacher, imgs.__getitem__, 11, "eleven", tmp_path / "a", batch_size=3, shard_size=4)
+    two = cache_image_features(teacher, imgs.__getitem__, 11, "eleven", tmp_path / "b", batch_size=3, shard_size=4,
+                               workers=2)
+    assert torch.equal(one["feature_map"], two["feature_map"]) and torch.equal(one["embedding"], two["embedding"])

@@ -87,7 +87,7 @@ def run(args: argparse.Namespace) -> Path:
         if wants_teacher and mode == "cache":
             cache = teacher_cache_dir(args.cache)
             teacher_emb = cache_image_features(teacher, images.image, len(images), images.dataset_id, cache,
-                                               batch_size=teacher_batch(device), rank=info.rank,
+                                               batch_size=teacher_batch(device), workers=cfg.num_workers, rank=info.rank,
                                                world=info.world)["embedding"]
         data = AlignSet(images, pre, tokenizer, labels=labels, classnames=getattr(images, "classes", None),
                         teacher_embeddings=teacher_emb, teacher_pre=teacher_pre)

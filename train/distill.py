@@ -126,7 +126,7 @@ def run(args: argparse.Namespace) -> Path:
         images_id = images.dataset_id
     else:
         teacher_images = cache_image_features(teacher, images.image, len(images), images.dataset_id, cache,
-                                              batch_size=teacher_batch(device), map_pool=args.teacher_map_pool,
+                                              batch_size=teacher_batch(device), workers=cfg.num_workers, map_pool=args.teacher_map_pool,
                                               rank=info.rank, world=info.world)
         teacher_texts = cache_text_features(teacher, corpus, f"corpus-{len(corpus)}", cache,
                                             rank=info.rank, world=info.world)
