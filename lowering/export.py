@@ -45,8 +45,8 @@ from .coreml_backend import (COREML_PRECISIONS, check_coreml_structure, convert_
                              describe_precision)
 from .encoders import TOWERS, example_inputs, input_specs, make_encoder, output_spec
 from .executorch_backend import PteRunner, lower_to_pte
-from .inputs import (EvalSet, InputsError, default_eval_set, eval_set_from_source, image_inputs, read_labels,
-                     text_inputs)
+from .inputs import (LENGTH_CALIBRATION, LENGTH_PARITY, EvalSet, InputsError, default_eval_set, default_length_pool,
+                     eval_set_from_source, image_inputs, length_texts, read_labels, text_bucket, text_inputs)
 from .parity import THRESHOLDS, Parity, measure, structure_gate, top1_agreement
 from .quantize import XNNPACK_PRECISIONS, QuantizationError, describe_recipe, quantize_encoder, recipe_for
 from .scoring import prototypes
@@ -121,10 +121,12 @@ class References:
     text_inputs: list[tuple]
     text_calibration: list[tuple]
     text_languages: list[str]
+    text_buckets: list[str]  # per parity text: its language and length bucket ("zh 50-64")
     image: torch.Tensor  # [N,D]
     text: torch.Tensor  # [T,D]
     # per language: where its decision prompts sit in `text` (group-major), and the prompts per group
     decisions: dict[str, tuple[slice, int]]
+    length_texts: dict = field(default_factory=dict)  # what filled the length buckets: the manifest's record
 
 
 def _decision_slices(eval_set: EvalSet) -> dict[str, tuple[slice, int]]:
@@ -136,20 +138,46 @@ def _decision_slices(eval_set: EvalSet) -> dict[str, tuple[slice, int]]:
     return out
 
 
+def length_sets(tokenizer: BilingualTokenizer, eval_set: EvalSet) -> tuple[list, list, str]:
+    """(parity texts, calibration texts, where from): each length bucket up to the context filled per language,
+    LENGTH_PARITY texts for the gate and LENGTH_CALIBRATION other ones for calibration."""
+    if eval_set.length_pool is not None:
+        pool_p = pool_c = eval_set.length_pool
+        source = "given"
+    else:
+        pool_p, source = default_length_pool(seed=1)
+        pool_c, _ = default_length_pool(seed=2)
+    parity = length_texts(tokenizer, pool_p, LENGTH_PARITY)
+    calibration = length_texts(tokenizer, pool_c, LENGTH_CALIBRATION, exclude={t for _, t in parity})
+    return parity, calibration, source
+
+
+def _interleave(a: list, b: list) -> list:
+    """a and b alternately (the longer one's rest at the end), so a prefix of the calibration holds both."""
+    out = []
+    for i in range(max(len(a), len(b))):
+        out += ([a[i]] if i < len(a) else []) + ([b[i]] if i < len(b) else [])
+    return out
+
+
 @torch.no_grad()
 def make_references(model: DCCLIPStudent, tokenizer: BilingualTokenizer, eval_set: EvalSet) -> References:
     cfg = model.cfg
-    parity_texts = eval_set.parity_texts()
+    long_parity, long_calibration, source = length_sets(tokenizer, eval_set)
+    parity_texts = eval_set.parity_texts() + long_parity
     imgs = image_inputs(eval_set.parity_images, cfg)
     txts = text_inputs([t for _, t in parity_texts], tokenizer)
-    calib_texts = eval_set.calibration_texts or parity_texts
+    calib_texts = _interleave(eval_set.calibration_texts or eval_set.parity_texts(), long_calibration)
     image_enc, text_enc = make_encoder(model, "image"), make_encoder(model, "text")
     return References(
         image_inputs=imgs, image_calibration=image_inputs(eval_set.calibration_images, cfg),
         text_inputs=txts, text_calibration=text_inputs([t for _, t in calib_texts], tokenizer),
         text_languages=[lang for lang, _ in parity_texts],
+        text_buckets=[text_bucket(lang, int(mask.sum())) for (lang, _), (_, mask) in zip(parity_texts, txts)],
         image=torch.cat([image_enc(*a) for a in imgs]), text=torch.cat([text_enc(*a) for a in txts]),
-        decisions=_decision_slices(eval_set))
+        decisions=_decision_slices(eval_set),
+        length_texts={"source": source, "parity": len(long_parity), "calibration": len(long_calibration),
+                      "per_bucket": {"parity": LENGTH_PARITY, "calibration": LENGTH_CALIBRATION}})
 
 
 def artifact_parity(tower: str, got: torch.Tensor, refs: References, quantized: bool) -> Parity:
@@ -164,7 +192,8 @@ def artifact_parity(tower: str, got: torch.Tensor, refs: References, quantized: 
             a, m = top1_agreement(refs.image, refs.image, classes, prototypes(got[sl], k))
         agree, n = agree + a * m, n + m
     reference = refs.image if tower == "image" else refs.text
-    return measure(reference, got, quantized, (agree / n, n) if n else None)
+    return measure(reference, got, quantized, (agree / n, n) if n else None,
+                   buckets=refs.text_buckets if tower == "text" else None)
 
 
 # --- one target -------------------------------------------------------------------------------
@@ -397,7 +426,8 @@ def export_bundles(model: DCCLIPStudent, tokenizer: BilingualTokenizer, targets:
                     for a in artifacts if not a["parity"]["passed"]]
             failures += mine
             manifest["parity_gate"] = {"thresholds": THRESHOLDS, "passed": not mine,
-                                       "overridden": bool(mine) and allow_parity_failure, "failures": mine}
+                                       "overridden": bool(mine) and allow_parity_failure, "failures": mine,
+                                       "length_texts": refs.length_texts}
             manifest["files"] = bm.file_table(directory)
             (directory / bm.MANIFEST_FILE).write_text(json.dumps(manifest, ensure_ascii=False, indent=1) + "\n")
             staged[target] = manifest

@@ -1,7 +1,10 @@
 """Real inputs for calibration and parity: eval images, English and Chinese texts, a label set.
 
 Calibration and parity use disjoint images and differently worded prompts, so the gate does not
-measure a quantizer on the very inputs it was calibrated on. The images come from Fashion-MNIST's test
+measure a quantizer on the very inputs it was calibrated on. Texts cover the lengths a phone sends: besides
+the class prompts (a few tokens), held-apart sentences of the bilingual corpus (dcclip_mobile/data/corpus.py,
+documents no stage trained on) fill every length bucket up to the context in both languages, LENGTH_PARITY
+per bucket for the gate and LENGTH_CALIBRATION others for static int8's activation ranges (`length_texts`). The images come from Fashion-MNIST's test
 split by default (`default_eval_set`) or from any image source the training runners' --images accepts
 (`eval_set_from_source`: Fashion-MNIST, an ELEVATER folder, a pairs file).
 """
@@ -15,9 +18,10 @@ import torch
 from PIL import Image
 
 from dcclip_mobile.config import StudentConfig
+from dcclip_mobile.data import corpus
 from dcclip_mobile.data.fashion_mnist import CLASSES_EN, CLASSES_ZH, DatasetMissingError, FashionMNIST
 from dcclip_mobile.data.preprocess import ImageLoadError, ImagePreprocess, preprocess_image
-from dcclip_mobile.tokenizer import BilingualTokenizer
+from dcclip_mobile.tokenizer import LENGTH_BUCKETS, BilingualTokenizer, length_bucket, normalize
 
 from .scoring import BUNDLE_TEMPLATES, LANGS, check_templates, fill, prompts
 
@@ -28,6 +32,28 @@ CALIBRATION_TEMPLATES = {"en": ["a blurry photo of a {c}.", "a close-up photo of
 EXTRA_TEXTS = [("en", "a person walking a dog in the park"), ("zh", "公园里遛狗的人"),
                ("en", "two cats sleeping on a sofa"), ("zh", "沙发上睡觉的两只猫"),
                ("en", "mixed 中英文 caption"), ("zh", "一辆红色的汽车停在路边。")]
+
+
+LENGTH_PARITY = 16       # held-apart texts per language and length bucket in the parity gate
+LENGTH_CALIBRATION = 8   # and, other ones, in static int8's calibration
+LENGTH_POOL = 400        # texts drawn per language to fill the buckets from
+# without the corpus assets (a machine that has not run setup.sh): long texts to cut to every length
+BUILTIN_LONG_TEXTS = [
+    ("en", "A young woman in a red raincoat walks her two small dogs along the wet cobblestone street of an old "
+           "harbour town early on a grey autumn morning, while fishing boats rock gently at the pier behind her."),
+    ("en", "My grandmother's kitchen always smelled of fresh bread and cinnamon, and on Sunday afternoons the whole "
+           "family would gather around the long wooden table by the window to eat, talk and play cards until dark."),
+    ("en", "The photo shows a crowded night market with colourful lanterns hanging above the stalls, people queuing "
+           "for grilled skewers and noodles, and a street musician playing the violin next to a fruit stand."),
+    ("en", "After the storm had passed, the children ran out into the garden to look for snails on the stone wall, "
+           "splashing through the puddles in their rubber boots and laughing at the dripping leaves of the trees."),
+    ("zh", "清晨的公园里，几位老人正在湖边打太极拳，旁边的小孩子拿着彩色的风筝奔跑，远处的柳树在微风中轻轻摇摆，阳光透过树叶洒在石板路上，"
+           "整个画面显得安静又温暖。"),
+    ("zh", "我们在海边的小镇住了三天，每天早上去市场买新鲜的海鲜和水果，下午在沙滩上散步看日落，晚上坐在民宿的阳台上喝茶聊天，"
+           "这是今年最放松的一次旅行。"),
+    ("zh", "照片里是一只橘色的小猫趴在窗台上晒太阳，它的眼睛半闭着，尾巴搭在一盆绿色的植物旁边，窗外能看到对面楼房的红色屋顶和蓝色的天空。"),
+    ("zh", "这家餐厅的装修很有特色，墙上挂满了老照片和手写的菜单，服务员很热情，推荐的红烧肉和清蒸鱼都非常好吃，价格也比较实惠，下次还会再来。"),
+]
 
 
 class InputsError(ValueError):
@@ -49,6 +75,9 @@ class EvalSet:
     templates: dict[str, list[str]] = field(default_factory=lambda: {k: list(v) for k, v in TEMPLATES.items()})
     captions: list[tuple[str, str]] = field(default_factory=list)  # (language, caption) of parity images
     provenance: dict = field(default_factory=dict)  # where the images came from: the manifest's "calibration"
+    # texts of every length (language, text) the length buckets are filled from; None: the corpus's held-apart
+    # documents (or BUILTIN_LONG_TEXTS without the corpus assets); [] : no length buckets
+    length_pool: list[tuple[str, str]] | None = None
 
     def __post_init__(self):
         self.templates = check_templates(self.templates, "EvalSet.templates")
@@ -76,6 +105,61 @@ class EvalSet:
         if self.labels:
             out += list(self.captions)
         return out + list(self.extra_texts)
+
+
+def default_length_pool(seed: int = 0, n: int = LENGTH_POOL) -> tuple[list[tuple[str, str]], str]:
+    """(pool, where from): held-apart corpus texts of lengths spread up to 64 tokens, n per language; without
+    the corpus assets, BUILTIN_LONG_TEXTS."""
+    if corpus.corpus_present():
+        return ([(lang, t) for lang in LANGS for t in corpus.length_mix(lang, n, seed=seed, split="heldout")],
+                "held-apart documents of the registry corpus (dcclip_mobile/data/corpus.py)")
+    return list(BUILTIN_LONG_TEXTS), "built-in long texts (the corpus assets are not fetched)"
+
+
+def length_texts(tokenizer: BilingualTokenizer, pool: list[tuple[str, str]], per_bucket: int,
+                 exclude: set[str] = frozenset()) -> list[tuple[str, str]]:
+    """(language, text) filling every length bucket up to the tokenizer's context with per_bucket texts per
+    language: pool texts in pool order by the bucket their tokens (BOS/EOS counted) fall in once cut to the
+    context, then, where a bucket is short, the longest pool texts cut (at a space where there is one) to
+    lengths in it, as many different texts as there are before a second cut of one. No text in `exclude`."""
+    L = tokenizer.context_length
+    pieces = lambda t: len(tokenizer.sp.encode(normalize(t)))  # noqa: E731
+    buckets = [(lo, min(hi, L)) for lo, hi in LENGTH_BUCKETS if lo <= L]
+    out: list[tuple[str, str]] = []
+    for lang in LANGS:
+        texts = [t for lg, t in pool if lg == lang]
+        if not texts:
+            continue
+        fitted = corpus.fit_to_context(texts, pieces, L - 2)
+        lengths = [pieces(t) + 2 for t in fitted]
+        chosen: dict[tuple[int, int], list[str]] = {b: [] for b in buckets}
+        taken: set[str] = set(exclude)
+
+        def take(t: str, n: int) -> None:
+            b = next((b for b in buckets if b[0] <= n <= b[1]), None)
+            if b is not None and len(chosen[b]) < per_bucket and t not in taken:
+                chosen[b].append(t)
+                taken.add(t)
+
+        for t, n in zip(fitted, lengths):
+            take(t, n)
+        longest = [t for _, t in sorted(zip(lengths, fitted), key=lambda x: -x[0])]
+        for lo, hi in buckets:
+            for budget in range(hi - 2, max(lo - 2, 1) - 1, -1):
+                if len(chosen[(lo, hi)]) >= per_bucket:
+                    break
+                for t in longest:
+                    if len(chosen[(lo, hi)]) >= per_bucket:
+                        break
+                    cut = corpus.fit_to_context([t], pieces, budget)[0]
+                    take(cut, pieces(cut) + 2)
+        out += [(lang, t) for b in buckets for t in chosen[b]]
+    return out
+
+
+def text_bucket(lang: str, n_tokens: int) -> str:
+    """A text's group in the parity gate's bucket figures: 'en 50-64'."""
+    return f"{lang} {length_bucket(n_tokens)}"
 
 
 def read_labels(path_en: str | Path | None, path_zh: str | Path | None) -> dict[str, list[str]]:
@@ -227,18 +311,14 @@ def eval_set_from_source(source, labels: dict[str, list[str]] | None = None, n_c
                    calibration_texts=cal_texts, captions=captions, provenance=provenance)
 
 
-def image_preprocess(cfg: StudentConfig) -> ImagePreprocess:
-    return ImagePreprocess(cfg.image.image_size, tuple(cfg.image.image_mean), tuple(cfg.image.image_std))
-
-
 def image_preprocess_description(cfg: StudentConfig) -> dict:
     """The rule (dcclip_mobile.data.preprocess) as the manifest states it for the apps."""
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in image_preprocess(cfg).to_dict().items()}
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in ImagePreprocess.for_student(cfg).to_dict().items()}
 
 
 def preprocess(img: Image.Image, cfg: StudentConfig) -> torch.Tensor:
     """PIL image -> float32 [1,3,S,S], by training's one preprocessing."""
-    return preprocess_image(img, image_preprocess(cfg)).unsqueeze(0).contiguous()
+    return preprocess_image(img, ImagePreprocess.for_student(cfg)).unsqueeze(0).contiguous()
 
 
 def image_inputs(images: list[Image.Image], cfg: StudentConfig) -> list[tuple[torch.Tensor]]:

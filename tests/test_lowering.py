@@ -13,6 +13,7 @@ from dcclip_mobile import bundle_manifest as bm
 from dcclip_mobile.checkpoint import save_student
 from dcclip_mobile.config import load_preset
 from dcclip_mobile.models import DCCLIPStudent
+from dcclip_mobile.tokenizer import train_tokenizer
 from lowering.coreml_backend import coreml_structure
 from lowering.executorch_backend import PteRunner
 from lowering.export import PRECISIONS, ParityGateError, export_bundles, main
@@ -253,3 +254,70 @@ def test_static_int8_keeps_the_image_stem_fp32_and_quantizes_the_rest():
     dequantized = ["dequantize" in str(n.args[1].target) for n in convs]  # the weight's producer
     assert dequantized[0] is False, "the stem conv (reads the pixels) must keep fp32 weights"
     assert all(dequantized[1:]) and len(convs) > 3
+
+
+# --- length buckets: the gate sees the lengths a phone sends ------------------------------------------
+
+def test_the_gate_fails_a_text_artifact_that_drifts_on_one_length_bucket():
+    from lowering.parity import QUANTIZED_BUCKET_MIN_COSINE, measure
+
+    torch.manual_seed(0)
+    ref = torch.nn.functional.normalize(torch.randn(40, 16), dim=-1)
+    buckets = ["en 1-16"] * 20 + ["zh 50-64"] * 10 + ["en 50-64"] * 10
+    got = ref.clone()
+    got[30:] = torch.nn.functional.normalize(ref[30:] + 0.05 * torch.randn(10, 16), dim=-1)  # long English drifts
+    p = measure(ref, got, quantized=True, agreement=(1.0, 40), buckets=buckets)
+    assert p.mean_cosine > 0.99  # the mean over all texts alone would pass
+    assert list(p.buckets) == ["en 1-16", "en 50-64", "zh 50-64"] and p.buckets["en 50-64"]["n"] == 10
+    assert p.worst_bucket == "en 50-64" and p.buckets["en 50-64"]["min_cosine"] < QUANTIZED_BUCKET_MIN_COSINE
+    assert not p.passed and any(f.startswith("en 50-64-token inputs: min cosine") for f in p.failures)
+    assert "worst bucket en 50-64" in p.summary() and p.bucket_table().count("\n") == 2
+    ok = measure(ref, ref.clone(), quantized=True, agreement=(1.0, 40), buckets=buckets)
+    assert ok.passed and ok.buckets["zh 50-64"]["min_cosine"] > 0.9999
+    fp32 = measure(ref, got, quantized=False, buckets=buckets)
+    assert not fp32.passed and fp32.worst_bucket == "en 50-64"
+
+
+def test_length_texts_fill_every_bucket_in_both_languages(sample_texts):
+    from lowering.inputs import BUILTIN_LONG_TEXTS, length_texts, text_bucket
+
+    tok = train_tokenizer(sample_texts * 8, vocab_size=1000, context_length=64)
+    chosen = length_texts(tok, BUILTIN_LONG_TEXTS, per_bucket=4)
+    counts: dict[str, int] = {}
+    for lang, text in chosen:
+        n = int(tok([text])["attention_mask"].sum())
+        counts[text_bucket(lang, n)] = counts.get(text_bucket(lang, n), 0) + 1
+        assert any(text in t or t.startswith(text) for lg, t in BUILTIN_LONG_TEXTS if lg == lang)
+    assert counts == {f"{lang} {b}": 4 for lang in ("en", "zh") for b in ("1-16", "17-32", "33-49", "50-64")}
+    again = length_texts(tok, BUILTIN_LONG_TEXTS, per_bucket=4, exclude={t for _, t in chosen})
+    assert not {t for _, t in again} & {t for _, t in chosen}
+
+
+def test_calibration_and_parity_cover_long_inputs_in_both_languages(eval_set, sample_texts):
+    """A context-64 student: the parity texts and the calibration texts both reach the last bucket."""
+    from lowering.export import make_references
+
+    tok = train_tokenizer(sample_texts * 8, vocab_size=1000, context_length=64)
+    cfg = load_preset("tiny")
+    cfg.text.vocab_size, cfg.text.context_length = tok.vocab_size, 64
+    torch.manual_seed(0)
+    refs = make_references(DCCLIPStudent(cfg).eval(), tok, eval_set)
+    assert {f"{lang} 50-64" for lang in ("en", "zh")} <= set(refs.text_buckets)
+    assert sum(b.endswith("50-64") for b in refs.text_buckets) >= 2 * 16
+    lengths = [int(mask.sum()) for _, mask in refs.text_calibration]
+    assert sum(n >= 50 for n in lengths) >= 2 * 8 and min(lengths) < 16
+    assert refs.length_texts["parity"] == len(refs.text_buckets) - len(eval_set.parity_texts())
+    parity = {tuple(ids[0].tolist()) for ids, _ in refs.text_inputs}
+    assert not parity & {tuple(ids[0].tolist()) for ids, m in refs.text_calibration if int(m.sum()) > 16}
+
+
+def test_text_artifacts_report_their_length_buckets(bundles):
+    android = bundles.manifests["android"]
+    assert android["parity_gate"]["length_texts"]["parity"] > 0
+    assert android["parity_gate"]["thresholds"]["quantized_bucket_min_cosine"] == 0.99
+    for a in android["artifacts"]:
+        if a["tower"] == "text":
+            assert set(a["parity"]["buckets"]) == {"en 1-16", "zh 1-16"}  # the tiny student's context is 16
+            assert a["parity"]["worst_bucket"] in a["parity"]["buckets"]
+        else:
+            assert a["parity"]["buckets"] == {}
