@@ -39,7 +39,8 @@ _NP_DTYPES = {"float32": np.float32, "int32": np.int32, "float16": np.float16}
 _ARRAY_DTYPES = {65568: "float32", 65552: "float16", 131104: "int32", 131080: "int8"}  # ArrayDataType codes
 
 
-def _quiet_coremltools():
+def _coremltools():
+    """coremltools, imported where it is used: the package is optional for everything but iOS bundles."""
     import coremltools as ct
 
     return ct
@@ -47,7 +48,7 @@ def _quiet_coremltools():
 
 def pass_pipeline(precision: str):
     """The default pipeline without the crashing pass, with the precision's weight compression appended."""
-    ct = _quiet_coremltools()
+    ct = _coremltools()
     from coremltools.optimize.coreml import OpLinearQuantizerConfig, OpPalettizerConfig, OptimizationConfig
 
     pipeline = ct.PassPipeline.DEFAULT
@@ -80,7 +81,7 @@ def describe_precision(precision: str) -> dict:
 def convert_coreml(encoder: nn.Module, example: tuple, inputs: list[TensorSpec], output: TensorSpec,
                    precision: str):
     """encoder -> torch.export -> ct.convert (mlprogram). Returns the MLModel (not loaded: no predict here)."""
-    ct = _quiet_coremltools()
+    ct = _coremltools()
     if precision not in COREML_PRECISIONS:
         raise ValueError(f"unknown Core ML precision {precision!r}; accepted: {', '.join(COREML_PRECISIONS)}")
     with warnings.catch_warnings():
@@ -100,7 +101,7 @@ def convert_coreml(encoder: nn.Module, example: tuple, inputs: list[TensorSpec],
 
 def coreml_delegate_compile_specs():
     """Compile specs of the ExecuTorch Core ML delegate: fp16, iOS 17, the same pass pipeline as above."""
-    ct = _quiet_coremltools()
+    ct = _coremltools()
     from executorch.backends.apple.coreml.compiler import CoreMLBackend
 
     passes = [p for p in ct.PassPipeline.DEFAULT.passes if p not in SKIPPED_PASSES]
@@ -156,7 +157,7 @@ def private_copy(package: str | Path) -> Iterator[Path]:
 def coreml_structure(package: str | Path) -> dict:
     """Inputs and outputs (name, shape, dtype) of a saved .mlpackage, read from its spec (no predict), without
     writing anything in the package (module docstring)."""
-    _quiet_coremltools()
+    _coremltools()
     from coremltools.proto import Model_pb2
 
     spec = Model_pb2.Model()

@@ -79,8 +79,9 @@ def _in_image_stem(node: torch.fx.Node) -> bool:
                for path, _ in node.meta.get("nn_module_stack", {}).values())
 
 
-def _keep_fp32(tower: str, recipe: str) -> Callable[[torch.fx.Node], bool]:
-    """The quantizer's filter: True for the nodes it may annotate."""
+def _may_quantize(tower: str, recipe: str) -> Callable[[torch.fx.Node], bool]:
+    """The quantizer's filter: True for the nodes it may annotate (L2 normalization, the image stem and, for
+    int8 text, everything but the linears stay fp32)."""
 
     def may_quantize(node: torch.fx.Node) -> bool:
         types = _module_types(node)
@@ -149,7 +150,7 @@ def quantize_encoder(encoder: nn.Module, tower: str, recipe: str, example: tuple
             if tower == "text":
                 _quantize_embedding(encoder, 8)
             return _pt2e(encoder, example, calibration, dynamic=recipe == "int8-dynamic",
-                         may_quantize=_keep_fp32(tower, recipe))
+                         may_quantize=_may_quantize(tower, recipe))
         if recipe == "8da4w":
             if tower != "text":
                 raise QuantizationError("8da4w applies to the text tower; the image tower uses the int8 recipe")
