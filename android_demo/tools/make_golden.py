@@ -13,6 +13,10 @@ the bundle's own files:
               over-long, random mixes) with BilingualTokenizer.load(bundle): normalize(), the untruncated
               SentencePiece pieces, encode() and the padded input_ids / attention_mask
               and the same for a larger vocabulary trained here (OUT/stress/tokenizer.json)
+  tokenizer_corpus  held-apart sentences of the bilingual corpus (dcclip_mobile/data/corpus.py) of every length,
+              many over the 64-token context, and sentences holding each script the corpus has, encoded by a
+              tokenizer trained on that corpus the way stage 1 trains it (OUT/corpus/tokenizer.json); these
+              long texts are also in the bundle's and the stress tokenizer's cases
   preprocess  synthetic RGB and RGBA PNGs of many sizes (up- and down-sampling, non-square, already at
               size) through dcclip_mobile.data.preprocess: sha256 of the float32 tensor, sum, first values
   alpha       RGBA pixels composited on white by Pillow (preprocess.to_rgb)
@@ -167,6 +171,54 @@ def surrogate_cases(tok: BilingualTokenizer) -> list[dict]:
     return out
 
 
+def corpus_texts(per_lang: int = 120, per_script: int = 3) -> list[str]:
+    """Held-apart corpus texts of every length up to past the 64-token context, both languages, then up to
+    per_script sentences holding each script the corpus has (by the first word of a character's Unicode name:
+    CJK, LATIN, FULLWIDTH, DIGIT, GREEK, ...). Without the corpus assets: lowering's built-in long texts."""
+    from dcclip_mobile.data import corpus
+    from lowering.inputs import BUILTIN_LONG_TEXTS
+
+    if not corpus.corpus_present():
+        print("note: the corpus assets are not fetched; the long cases are the built-in texts", flush=True)
+        return [t[:n] for _, t in BUILTIN_LONG_TEXTS for n in range(3, len(t) + 3, 3)]
+    texts = [t for lang in corpus.LANGS for t in corpus.length_mix(lang, per_lang, seed=5, context_length=90,
+                                                                     split="heldout")]
+    seen: dict[str, int] = {}
+    names: dict[str, str] = {}
+    for lang in corpus.LANGS:
+        for sent in corpus.sentences(lang, "heldout") + corpus.sentences(lang, "train"):
+            scripts = set()
+            for c in set(sent):
+                if c not in names:
+                    names[c] = _script(c)
+                scripts.add(names[c])
+            scripts.discard("SPACE")
+            new = [sc for sc in scripts if seen.get(sc, 0) < per_script]
+            if new:
+                texts.append(sent)
+                for sc in scripts:
+                    seen[sc] = seen.get(sc, 0) + 1
+    return texts
+
+
+def _script(c: str) -> str:
+    import unicodedata
+
+    return unicodedata.name(c, f"U+{ord(c):04X}").split(" ")[0]
+
+
+def corpus_tokenizer(out: Path, texts: list[str]) -> BilingualTokenizer:
+    """A tokenizer trained on the registry corpus the way train.distill trains one (a sample, so it takes
+    seconds), context 64; without the corpus assets, on the long texts themselves."""
+    from dcclip_mobile.data import corpus
+
+    train = corpus.tokenizer_texts(8000, max_sentences_per_lang=10000, top_words=4000) \
+        if corpus.corpus_present() else texts * 4 + CORPUS * 4
+    tok = train_tokenizer(train + CORPUS * 4, vocab_size=8000, context_length=64)
+    tok.save(out / "corpus")
+    return tok
+
+
 def stress_tokenizer(out: Path) -> BilingualTokenizer:
     """A second, larger vocabulary (many competing multi-character pieces) to exercise the segmentation."""
     tok = train_tokenizer(CORPUS * 4 + TEXTS + random_texts(3000, seed=99), vocab_size=3000, context_length=32)
@@ -174,9 +226,9 @@ def stress_tokenizer(out: Path) -> BilingualTokenizer:
     return tok
 
 
-def tokenizer_cases(tok: BilingualTokenizer, n_random: int = 200) -> list[dict]:
+def tokenizer_cases(tok: BilingualTokenizer, n_random: int = 200, extra: list[str] = ()) -> list[dict]:
     out = []
-    for text in TEXTS + random_texts(n_random):
+    for text in TEXTS + random_texts(n_random) + list(extra):
         enc = tok([text])
         out.append({"text": text, "normalized": normalize(text), "pieces": tok.sp.encode(normalize(text), out_type=int),
                     "ids": tok.encode(text),
@@ -271,8 +323,11 @@ def main(argv: list[str] | None = None) -> int:
     tok = BilingualTokenizer.load(bundle)
     p = manifest["image"]["preprocess"]
     pre = ImagePreprocess(p["size"], tuple(p["mean"]), tuple(p["std"]), p["resize"])
+    long_texts = corpus_texts()
     cases = {"format_version": 1, "bundle": str(bundle), "context_length": tok.context_length,
-             "tokenizer": tokenizer_cases(tok), "tokenizer_stress": tokenizer_cases(stress_tokenizer(out), 400),
+             "tokenizer": tokenizer_cases(tok, extra=long_texts),
+             "tokenizer_stress": tokenizer_cases(stress_tokenizer(out), 400, extra=long_texts),
+             "tokenizer_corpus": tokenizer_cases(corpus_tokenizer(out, long_texts), 0, extra=long_texts),
              "tokenizer_surrogates": surrogate_cases(tok),
              "preprocess": preprocess_cases(pre, out), "alpha": alpha_cases(),
              "scoring": scoring_cases(bundle, manifest, golden)}

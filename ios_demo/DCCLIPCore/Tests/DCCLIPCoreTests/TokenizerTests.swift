@@ -72,6 +72,25 @@ final class TokenizerTests: XCTestCase {
         checkCases(try Tokenizer.load(Golden.dir.appendingPathComponent("stress/tokenizer.json")), "tokenizer_stress")
     }
 
+    /// Mirrors longCorpusSentencesMatchPythonWithACorpusTokenizer (Java): held-apart corpus sentences of every
+    /// length, many past the 64-token context, and a sentence per script the corpus holds.
+    func testLongCorpusSentencesMatchPythonWithACorpusTokenizer() throws {
+        checkCases(try Tokenizer.load(Golden.dir.appendingPathComponent("corpus/tokenizer.json")), "tokenizer_corpus")
+        var longHan = 0, longOther = 0
+        for c in Golden.list("tokenizer_corpus") {
+            let n = Golden.int64s(c["attention_mask"]).reduce(0, +)
+            if n < 50 { continue }
+            let text = c["text"] as! String
+            if text.unicodeScalars.contains(where: { (0x4E00...0x9FFF).contains($0.value) || (0x3400...0x4DBF).contains($0.value) }) {
+                longHan += 1
+            } else {
+                longOther += 1
+            }
+        }
+        XCTAssertGreaterThanOrEqual(longHan, 20)
+        XCTAssertGreaterThanOrEqual(longOther, 20)
+    }
+
     func assertCase(_ text: String) throws {
         let tok = try bundleTokenizer()
         let c = Golden.list("tokenizer").first { $0["text"] as? String == text }!

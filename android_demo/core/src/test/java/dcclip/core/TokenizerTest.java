@@ -82,6 +82,25 @@ public class TokenizerTest {
         checkCases(Tokenizer.load(new File(Golden.dir(), "stress/tokenizer.json")), "tokenizer_stress");
     }
 
+    /** Held-apart corpus sentences of every length (many past the 64-token context, so truncated) and a
+     *  sentence for each script the corpus holds, with a tokenizer trained on the corpus as stage 1 trains it. */
+    @Test
+    public void longCorpusSentencesMatchPythonWithACorpusTokenizer() {
+        checkCases(Tokenizer.load(new File(Golden.dir(), "corpus/tokenizer.json")), "tokenizer_corpus");
+        int longHan = 0, longOther = 0;
+        for (Object o : Golden.list("tokenizer_corpus")) {
+            Map<String, Object> c = Json.obj(o, "tokenizer_corpus");
+            long n = 0;
+            for (long m : Golden.longs(c.get("attention_mask"))) n += m;
+            if (n < 50) continue;
+            String text = (String) c.get("text");
+            if (text.codePoints().anyMatch(cp -> Character.UnicodeScript.of(cp) == Character.UnicodeScript.HAN)) longHan++;
+            else longOther++;
+        }
+        assertTrue("Chinese cases of 50+ tokens: " + longHan, longHan >= 20);
+        assertTrue("English cases of 50+ tokens: " + longOther, longOther >= 20);
+    }
+
     private static Map<String, Object> caseFor(String text) {
         for (Object o : Golden.list("tokenizer")) {
             Map<String, Object> c = Json.obj(o, "case");
