@@ -10,27 +10,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 from pathlib import Path
 
 import torch
 
 from dcclip_mobile.config import load_preset
 from dcclip_mobile.models import DCCLIPStudent, count_parameters
+from dcclip_mobile.timing import median_ms
 from lowering.executorch_backend import lower_to_pte
 
 
 def eager_latency_ms(fn, args, runs: int, warmup: int = 5) -> float:
     with torch.inference_mode():
-        for _ in range(warmup):
-            fn(*args)
-        times = []
-        for _ in range(runs):
-            t = time.perf_counter()
-            fn(*args)
-            times.append((time.perf_counter() - t) * 1e3)
-    return statistics.median(times)
+        return median_ms(fn, args, runs, warmup)
 
 
 def xnnpack_delegation(module: torch.nn.Module, args: tuple) -> dict:

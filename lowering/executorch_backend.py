@@ -7,8 +7,6 @@ kernels registered.
 from __future__ import annotations
 
 import collections
-import statistics
-import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +14,8 @@ from typing import Sequence
 
 import torch
 from torch import nn
+
+from dcclip_mobile.timing import median_ms
 
 
 @dataclass
@@ -120,14 +120,7 @@ class PteRunner:
 
     def latency_ms(self, args: tuple[torch.Tensor, ...], runs: int = 50, warmup: int = 5) -> float:
         """Median wall time of one forward, in milliseconds (threads: whatever torch/XNNPACK use)."""
-        for _ in range(warmup):
-            self(*args)
-        times = []
-        for _ in range(runs):
-            t = time.perf_counter()
-            self(*args)
-            times.append((time.perf_counter() - t) * 1e3)
-        return statistics.median(times)
+        return median_ms(self, args, runs, warmup)
 
 
 # c10::ScalarType codes, as TensorInfo.dtype() returns them

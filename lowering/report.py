@@ -28,7 +28,6 @@ import argparse
 import json
 import statistics
 import sys
-import time
 from pathlib import Path
 from typing import Callable
 
@@ -43,6 +42,8 @@ from dcclip_mobile.data.labels import templates as clip_templates
 from dcclip_mobile.data.preprocess import ImagePreprocess, preprocess_image
 from dcclip_mobile.data.sources import open_image_source
 from dcclip_mobile.tokenizer import BilingualTokenizer
+from dcclip_mobile.timing import percentile, run_times_ms
+from dcclip_mobile.timing import threads as thread_setting
 from dcclip_mobile.zeroshot import topk_accuracy
 
 from . import scoring
@@ -75,15 +76,9 @@ def _reset_peak_rss() -> None:
 
 
 def timed(run: Runner, args: tuple, runs: int, warmup: int = 5) -> tuple[float, float]:
-    for _ in range(warmup):
-        run(*args)
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        run(*args)
-        times.append((time.perf_counter() - t) * 1e3)
-    times.sort()
-    return statistics.median(times), times[min(len(times) - 1, int(round(0.9 * (len(times) - 1))))]
+    """(median, p90) milliseconds of one batch-1 call."""
+    times = run_times_ms(run, args, runs, warmup)
+    return statistics.median(times), percentile(times, 0.9)
 
 
 def embed_images(run: Runner, pixels: torch.Tensor) -> torch.Tensor:
@@ -231,6 +226,15 @@ def scoring_rule(manifest: dict, templates: dict[str, list[str]] | None,
 def build_report(bundle: str | Path, images: str = "fashion-mnist", limit: int = 500, runs: int = 50,
                  threads: int = 2, checkpoint: str | None = None, templates: dict[str, list[str]] | None = None,
                  device_json: str | None = None, templates_rule: str | None = None) -> dict:
+    """The report's figures for `bundle` (see _build_report), timed on `threads` threads; the caller's thread
+    setting is put back afterwards."""
+    with thread_setting(threads):
+        return _build_report(bundle, images, limit, runs, threads, checkpoint, templates, device_json, templates_rule)
+
+
+def _build_report(bundle: str | Path, images: str = "fashion-mnist", limit: int = 500, runs: int = 50,
+                 threads: int = 2, checkpoint: str | None = None, templates: dict[str, list[str]] | None = None,
+                 device_json: str | None = None, templates_rule: str | None = None) -> dict:
     """`templates` None scores every row by the bundle's own rule (the manifest's templates); a dict
     ({lang: [".. {c} .."]}) overrides it for the host rows, named by `templates_rule` in each row."""
     bundle = Path(bundle)
@@ -239,7 +243,6 @@ def build_report(bundle: str | Path, images: str = "fashion-mnist", limit: int =
     if problems:
         raise ReportError(f"bundle {str(bundle)!r} does not match its manifest; refusing to report on it: "
                           + "; ".join(problems[:5]))
-    torch.set_num_threads(threads)
     tokenizer = BilingualTokenizer.load(bundle)
     pixels, labels, classnames, dataset_id = load_eval(images, limit, manifest["image"]["preprocess"])
     tuned = shipped_tuned_embeddings(bundle, manifest, classnames) if templates is None else None

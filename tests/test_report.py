@@ -62,7 +62,13 @@ def bundle(tmp_path_factory, tiny_tokenizer, elevater_dir):
 
 
 def test_report_has_every_field_for_every_artifact(bundle, elevater_dir, tmp_path):
-    report = build_report(bundle, images=str(elevater_dir), limit=None, runs=3, threads=2, templates=ONE_TEMPLATE)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        report = build_report(bundle, images=str(elevater_dir), limit=None, runs=3, threads=2, templates=ONE_TEMPLATE)
+        assert torch.get_num_threads() == 1  # the report timed on 2 threads and put the caller's setting back
+    finally:
+        torch.set_num_threads(before)
     assert report["eval"]["scoring"] == "given templates (1 per language)"
     names = [e["name"] for e in report["artifacts"]]
     assert "image_encoder_eager_fp32" in names and "text_encoder_eager_fp32" in names
