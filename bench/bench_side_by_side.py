@@ -4,7 +4,10 @@
     python bench/bench_side_by_side.py [--runs 20] [--out bench/results/side_by_side.json]
 
 Batch 1, 224x224 images, text at each model's context (student 64 tokens, AltCLIP 64, TinyCLIP 77),
-2 threads, median of --runs after warm-up. Random weights except the student's BatchNorm statistics
+2 threads. The student's and TinyCLIP's runners of one tower are timed interleaved (dcclip_mobile.timing:
+--rounds rounds of --runs calls each, in turn), so their ratios come from one run under the same drift; each
+row states its median and the spread of its per-round medians. AltCLIP's towers take seconds per call and
+are timed apart (median of a few calls). Random weights except the student's BatchNorm statistics
 (estimated on Fashion-MNIST) and its tokenizer; timing and size do not depend on weights. Prints a table and
 the ratios; writes JSON; asserts nothing.
 """
@@ -13,44 +16,56 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_lowering import fresh_student  # noqa: E402
-from bench_students import eager_latency_ms as median_ms  # noqa: E402
 from peers import TinyCLIPImage, TinyCLIPText, altclip_towers, tinyclip_inputs  # noqa: E402
 
 from dcclip_mobile.models import count_parameters  # noqa: E402
+from dcclip_mobile.timing import interleaved_ms, median_ms, threads  # noqa: E402
 from lowering.encoders import example_inputs, make_encoder  # noqa: E402
 from lowering.executorch_backend import PteRunner, lower_to_pte  # noqa: E402
 from lowering.inputs import default_eval_set, image_inputs, text_inputs  # noqa: E402
 from lowering.quantize import quantize_encoder  # noqa: E402
 
 
-def pte_rows(model_name: str, tower: str, module, example, calibration, runs: int) -> list[dict]:
+def pte_rows(model_name: str, tower: str, module, example, calibration) -> list[dict]:
+    """The fp32 and int8 .pte of one tower: rows with their runner and inputs, timed later, together."""
     rows = []
     for precision in ("fp32", "int8"):
         q = quantize_encoder(module, tower, precision, example, calibration)
         lowered = lower_to_pte(q, example, "xnnpack")
-        ms = median_ms(PteRunner(lowered.buffer), example, runs)
         rows.append({"model": model_name, "tower": tower, "runtime": f"executorch-xnnpack-{precision}",
-                     "size_bytes": len(lowered.buffer), "latency_ms": ms, "partitions": lowered.partitions})
-        print(f"  {model_name} {tower} .pte {precision}: {ms:.2f} ms, {len(lowered.buffer) / 1e6:.1f} MB", flush=True)
+                     "size_bytes": len(lowered.buffer), "partitions": lowered.partitions,
+                     "run": (PteRunner(lowered.buffer), example)})
+        print(f"  {model_name} {tower} .pte {precision}: {len(lowered.buffer) / 1e6:.1f} MB", flush=True)
     return rows
+
+
+def eager(module):
+    """A module's forward without autograd, as a timing candidate."""
+    def run(*args):
+        with torch.inference_mode():
+            return module(*args)
+    return run
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--runs", type=int, default=20)
+    ap.add_argument("--runs", type=int, default=20, help="calls per round")
+    ap.add_argument("--rounds", type=int, default=6)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default="bench/results/side_by_side.json")
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
+    with threads(args.threads):
+        measure(args)
+
+
+def measure(args: argparse.Namespace) -> None:
     rows: list[dict] = []
 
     print("AltCLIP (ViT-L/14 + XLM-R-large), eager fp32", flush=True)
@@ -60,7 +75,8 @@ def main() -> None:
     image_fn = lambda x: alt.visual_projection(alt.vision_model(pixel_values=x).pooler_output)  # noqa: E731
     text_fn = lambda i, m: alt.text_projection(alt.text_model(input_ids=i, attention_mask=m).pooler_output)  # noqa: E731
     for tower, fn, a, module in (("image", image_fn, (px,), alt.vision_model), ("text", text_fn, (ids, mask), alt.text_model)):
-        ms = median_ms(fn, a, max(3, args.runs // 4))
+        with torch.inference_mode():
+            ms = median_ms(fn, a, max(3, args.runs // 4), warmup=1)
         rows.append({"model": "altclip", "tower": tower, "runtime": "pytorch-eager-fp32",
                      "size_bytes": 4 * count_parameters(module), "latency_ms": ms})
         print(f"  altclip {tower}: {ms:.1f} ms", flush=True)
@@ -76,8 +92,8 @@ def main() -> None:
         enc = make_encoder(model, tower).eval()
         ex = example_inputs(model.cfg, tower)
         rows.append({"model": "dcclip-small", "tower": tower, "runtime": "pytorch-eager-fp32",
-                     "size_bytes": 4 * count_parameters(getattr(model, tower)), "latency_ms": median_ms(enc, ex, args.runs)})
-        rows += pte_rows("dcclip-small", tower, enc, ex, calib[tower], args.runs)
+                     "size_bytes": 4 * count_parameters(getattr(model, tower)), "run": (eager(enc), ex)})
+        rows += pte_rows("dcclip-small", tower, enc, ex, calib[tower])
 
     print("TinyCLIP ViT-8M/16 + Text-3M", flush=True)
     torch.manual_seed(0)
@@ -85,19 +101,30 @@ def main() -> None:
     inputs = tinyclip_inputs()
     for tower, module in peers.items():
         rows.append({"model": "tinyclip-8m16-3m", "tower": tower, "runtime": "pytorch-eager-fp32",
-                     "size_bytes": 4 * count_parameters(module), "latency_ms": median_ms(module, inputs[tower], args.runs)})
+                     "size_bytes": 4 * count_parameters(module), "run": (eager(module), inputs[tower])})
         calib_peer = [tinyclip_inputs()[tower] for _ in range(8)]
-        rows += pte_rows("tinyclip-8m16-3m", tower, module, inputs[tower], calib_peer, args.runs)
+        rows += pte_rows("tinyclip-8m16-3m", tower, module, inputs[tower], calib_peer)
+
+    for tower in ("image", "text"):  # one interleaved timing per tower: the student's and the peer's together
+        timed = [r for r in rows if r["tower"] == tower and "run" in r]
+        print(f"timing {len(timed)} {tower} runners interleaved: {args.rounds} rounds x {args.runs} calls", flush=True)
+        result = interleaved_ms({f"{r['model']}/{r['runtime']}": r.pop("run") for r in timed},
+                                rounds=args.rounds, runs=args.runs)
+        for r in timed:
+            t = result[f"{r['model']}/{r['runtime']}"]
+            r.update(latency_ms=t["median_ms"], spread_ms=t["spread_ms"])
 
     def get(model, tower, runtime):
         return next(r for r in rows if (r["model"], r["tower"], r["runtime"]) == (model, tower, runtime))
 
-    print(f"\nbatch 1, {args.threads} threads, median ms (AltCLIP: median of {max(3, args.runs // 4)})\n")
-    print("| model | tower | runtime | size MB | latency ms | XNNPACK partitions |")
-    print("|---|---|---|---|---|---|")
+    print(f"\nbatch 1, {args.threads} threads, median ms over {args.rounds} interleaved rounds x {args.runs} calls, "
+          f"spread = min..max of the round medians (AltCLIP: median of {max(3, args.runs // 4)}, timed apart)\n")
+    print("| model | tower | runtime | size MB | latency ms | spread ms | XNNPACK partitions |")
+    print("|---|---|---|---|---|---|---|")
     for r in rows:
+        spread = "-" if "spread_ms" not in r else f"{r['spread_ms'][0]:.2f}-{r['spread_ms'][1]:.2f}"
         print(f"| {r['model']} | {r['tower']} | {r['runtime']} | {r['size_bytes'] / 1e6:.1f} | {r['latency_ms']:.2f} "
-              f"| {r.get('partitions', '')} |")
+              f"| {spread} | {r.get('partitions', '')} |")
     ratios = {}
     for tower in ("image", "text"):
         teacher = get("altclip", tower, "pytorch-eager-fp32")["latency_ms"]
@@ -115,7 +142,8 @@ def main() -> None:
     print(f"  student int8 encoders together: {bundle / 1e6:.2f} MB")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"threads": args.threads, "runs": args.runs, "rows": rows, "ratios": ratios,
+    out.write_text(json.dumps({"threads": args.threads, "runs": args.runs, "rounds": args.rounds, "rows": rows,
+                               "ratios": ratios,
                                "student_int8_encoders_bytes": bundle}, indent=2) + "\n")
     print(f"wrote {out}")
 
