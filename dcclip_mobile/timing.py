@@ -10,27 +10,47 @@ from __future__ import annotations
 
 import contextlib
 import statistics
+import sys
 import time
 from typing import Callable, Iterator, Mapping, Sequence
 
 import torch
 
 
+def _executorch_pool(load: bool):
+    """ExecuTorch's runtime threadpool (its own, not torch's: XNNPACK .pte runs use it): the runtime module
+    when it is loaded (or, with load=True, loadable) in this process, else None."""
+    name = "executorch.extension.pybindings.portable_lib"
+    if load and name not in sys.modules:
+        try:
+            import importlib
+            importlib.import_module(name)
+        except ImportError:
+            return None
+    return sys.modules.get(name)
+
+
 @contextlib.contextmanager
-def threads(n: int | None) -> Iterator[None]:
-    """torch's intra-op threads set to n inside the block and restored after it (n None or 0: unchanged).
-    ExecuTorch's XNNPACK threadpool follows torch's setting in the same process."""
+def threads(n: int | None, executorch: bool = False) -> Iterator[None]:
+    """torch's intra-op threads, and ExecuTorch's runtime threadpool (loaded first when executorch=True, for
+    code about to run .pte files), set to n inside the block and restored after it (n None or 0: unchanged)."""
     if not n:
         yield
         return
     if n < 0:
         raise ValueError(f"threads must be >= 1 (or 0 for the current setting), got {n}")
     before = torch.get_num_threads()
+    et = _executorch_pool(executorch)
+    et_before = et._threadpool_get_thread_count() if et is not None else None
     torch.set_num_threads(n)
+    if et is not None:
+        et._unsafe_reset_threadpool(n)  # ExecuTorch offers no other way to size its pool
     try:
         yield
     finally:
         torch.set_num_threads(before)
+        if et is not None:
+            et._unsafe_reset_threadpool(et_before)
 
 
 def run_times_ms(fn: Callable, args: Sequence = (), runs: int = 50, warmup: int = 5) -> list[float]:

@@ -38,6 +38,7 @@ from dcclip_mobile.checkpoint import CHECKPOINT_FILES, CheckpointError, load_stu
 from dcclip_mobile.data.sources import IMAGE_SOURCES, open_image_source
 from dcclip_mobile.models import DCCLIPStudent
 from dcclip_mobile.prompt_tuning.prompts import PromptError
+from dcclip_mobile.timing import median_ms, threads
 from dcclip_mobile.tokenizer import BilingualTokenizer
 
 from . import bundle as bundle_parts
@@ -198,16 +199,6 @@ def artifact_parity(tower: str, got: torch.Tensor, refs: References, quantized: 
 
 # --- one target -------------------------------------------------------------------------------
 
-def _set_threads(n: int) -> None:
-    torch.set_num_threads(n)
-    try:
-        from executorch.extension.pybindings import portable_lib
-
-        portable_lib._unsafe_reset_threadpool(n)
-    except (ImportError, AttributeError):
-        pass
-
-
 def _build_android(model, refs, precisions, directory, log, latency) -> list[dict]:
     cfg = model.cfg
     artifacts, built = [], {}
@@ -319,18 +310,7 @@ def _build_torchscript(model, refs, precisions, directory, log, latency) -> list
         runner = TorchScriptRunner(str(directory / file))
         got = runner.run_batch(refs.image_inputs if tower == "image" else refs.text_inputs)
         parity = artifact_parity(tower, got, refs, quantized=False)
-        lat = None
-        if latency:
-            import statistics
-
-            for _ in range(5):
-                runner(*example)
-            times = []
-            for _ in range(LATENCY_RUNS):
-                t = time.perf_counter()
-                runner(*example)
-                times.append((time.perf_counter() - t) * 1e3)
-            lat = statistics.median(times)
+        lat = median_ms(runner, example, LATENCY_RUNS) if latency else None
         artifacts.append({
             "tower": tower, "backend": "torchscript", "format": "torchscript", "precision": "fp32", "file": file,
             "size_bytes": len(data), "inputs": [s.to_dict() for s in input_specs(cfg, tower)],
@@ -398,9 +378,13 @@ def export_bundles(model: DCCLIPStudent, tokenizer: BilingualTokenizer, targets:
         prompt.check_labels(eval_set.labels)
         model = prompt.model
     model = model.eval()
-    out = Path(out)
-    if measure_latency:
-        _set_threads(LATENCY_THREADS)
+    with threads(LATENCY_THREADS if measure_latency else 0, executorch=True):  # the caller's setting comes back after
+        return _export(model, tokenizer, targets, Path(out), precisions, eval_set, log, measure_latency,
+                       checkpoint, allow_parity_failure, prompt, t_start)
+
+
+def _export(model, tokenizer, targets, out: Path, precisions, eval_set, log, measure_latency, checkpoint,
+            allow_parity_failure, prompt, t_start: float) -> ExportResult:
     refs = make_references(model, tokenizer, eval_set)
     result = ExportResult()
     failures: list[str] = []

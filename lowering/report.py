@@ -228,7 +228,7 @@ def build_report(bundle: str | Path, images: str = "fashion-mnist", limit: int =
                  device_json: str | None = None, templates_rule: str | None = None) -> dict:
     """The report's figures for `bundle` (see _build_report), timed on `threads` threads; the caller's thread
     setting is put back afterwards."""
-    with thread_setting(threads):
+    with thread_setting(threads, executorch=True):
         return _build_report(bundle, images, limit, runs, threads, checkpoint, templates, device_json, templates_rule)
 
 

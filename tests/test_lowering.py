@@ -321,3 +321,19 @@ def test_text_artifacts_report_their_length_buckets(bundles):
             assert a["parity"]["worst_bucket"] in a["parity"]["buckets"]
         else:
             assert a["parity"]["buckets"] == {}
+
+
+def test_export_times_on_its_threads_and_puts_the_callers_back(student, tiny_tokenizer, eval_set, tmp_path):
+    """Export measures latency on LATENCY_THREADS (torch's pool and ExecuTorch's own) and leaves both as the
+    caller had them: a library call must not change process-wide state."""
+    from executorch.extension.pybindings import portable_lib
+
+    before, et_before = torch.get_num_threads(), portable_lib._threadpool_get_thread_count()
+    torch.set_num_threads(1)
+    try:
+        export_bundles(student, tiny_tokenizer, ["torchscript"], tmp_path / "out", None, eval_set,
+                       measure_latency=True, log=lambda *_: None)
+        assert torch.get_num_threads() == 1
+        assert portable_lib._threadpool_get_thread_count() == et_before
+    finally:
+        torch.set_num_threads(before)
