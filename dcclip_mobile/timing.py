@@ -43,13 +43,14 @@ def threads(n: int | None, executorch: bool = False) -> Iterator[None]:
     et = _executorch_pool(executorch)
     et_before = et._threadpool_get_thread_count() if et is not None else None
     torch.set_num_threads(n)
-    if et is not None:
-        et._unsafe_reset_threadpool(n)  # ExecuTorch offers no other way to size its pool
+    # ExecuTorch offers no other way to size its pool, and each reset logs a line on stderr: only when needed
+    if et is not None and et_before != n:
+        et._unsafe_reset_threadpool(n)
     try:
         yield
     finally:
         torch.set_num_threads(before)
-        if et is not None:
+        if et is not None and et_before != n:
             et._unsafe_reset_threadpool(et_before)
 
 
