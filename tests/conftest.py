@@ -54,11 +54,16 @@ def tiny_altclip_dir(tmp_path_factory, sample_texts):
     return write_random_altclip(tmp_path_factory.mktemp("altclip"), "tiny", sample_texts)
 
 
+def require(present: bool, reason: str) -> None:
+    """The needs rule at run time, for what a test only finds out inside itself: skip on a developer's
+    machine that lacks it, fail where CI=true (or DCCLIP_REQUIRE_ALL_TESTS=1)."""
+    if present:
+        return
+    if os.environ.get("CI") == "true" or os.environ.get("DCCLIP_REQUIRE_ALL_TESTS") == "1":
+        pytest.fail(f"{reason} (required here: setup.sh provides it)")
+    pytest.skip(reason)
+
+
 def pytest_runtest_setup(item: pytest.Item) -> None:
     for mark in item.iter_markers("needs"):
-        present, reason = mark.args
-        if present:
-            continue
-        if os.environ.get("CI") == "true" or os.environ.get("DCCLIP_REQUIRE_ALL_TESTS") == "1":
-            pytest.fail(f"{reason} (required here: setup.sh provides it)")
-        pytest.skip(reason)
+        require(*mark.args)
