@@ -155,15 +155,13 @@ def test_distill_set_gives_each_image_its_own_run_of_texts():
 
 
 def test_text_by_length_groups_equals_the_whole_batch(tiny_student, tiny_tokenizer):
-    """Stage 1 runs its texts in length groups (a 64-token sentence would otherwise make every prompt of the
-    batch run at 64): the outputs and gradients must be the whole batch's, row for row."""
-    from train.stages import text_forward_by_length
-
+    """The text tower runs a training batch in length groups (a 64-token sentence would otherwise make every
+    prompt of the batch run at 64): the outputs and gradients must be the whole batch's, row for row."""
     texts = ["a photo of a cat.", "一张猫的照片。", "a long sentence " * 12, "很长的句子" * 10, "dog", "狗"] * 3
     t = tiny_tokenizer(texts)
     tower = tiny_student.text.train()
-    whole = tower.forward_trimmed(t["input_ids"], t["attention_mask"])
-    grouped = text_forward_by_length(tower, t["input_ids"], t["attention_mask"], groups=3)
+    whole = tower.forward_trimmed(t["input_ids"], t["attention_mask"], groups=1)
+    grouped = tower.forward_trimmed(t["input_ids"], t["attention_mask"], groups=3)
     for a, b in zip(whole, grouped):
         assert torch.allclose(a, b, atol=1e-5)
     g_whole = torch.autograd.grad(whole[1].sum(), tower.token_embedding.weight)[0]

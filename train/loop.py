@@ -19,6 +19,7 @@ import dataclasses
 import json
 import math
 import os
+import statistics
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -309,8 +310,7 @@ def train(stage: StageModule, dataset: torch.utils.data.Dataset, collate: Callab
         if info.world > 1:
             sums = _mean_across(sums, info)  # each rank's images_per_s already counts every rank
         sums["peak_mem_mb"] = peak_memory_mb(device)
-        recent = step_times[-20:]
-        sums["eta_s"] = sorted(recent)[len(recent) // 2] * (end - step)
+        sums["eta_s"] = statistics.median(step_times[-20:]) * (end - step)
         bar.update(1)
         bar.set_postfix(loss=f"{sums['loss']:.4f}", lr=f"{lr:.2e}", img_s=f"{sums['images_per_s']:.0f}",
                         mem=f"{sums['peak_mem_mb']:.0f}M")
@@ -364,9 +364,9 @@ def throughput_summary(out_dir: str | Path, warmup: int = 2) -> dict:
     keys = ("images_per_s", "step_s", "data_s", "teacher_s", "student_s")
     out = {}
     for k in keys:
-        vals = sorted(r[k] for r in rows if k in r)
+        vals = [r[k] for r in rows if k in r]
         if vals:
-            out[f"median_{k}"] = vals[len(vals) // 2]
+            out[f"median_{k}"] = statistics.median(vals)
     peaks = [r["peak_mem_mb"] for r in rows if "peak_mem_mb" in r]
     if peaks:
         out["peak_mem_mb"] = max(peaks)

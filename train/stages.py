@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from dcclip_mobile.losses import (FeatureMapAdapter, PooledAdapter, affinity_distill_loss, clip_contrastive_loss,
                                   embedding_distill_loss, feature_distill_loss)
 from dcclip_mobile.models import DCCLIPStudent
-from dcclip_mobile.teachers.cache import pool_map
+from dcclip_mobile.teachers.cache import teacher_image_targets
 
 from .loop import StageModule
 
@@ -44,22 +44,6 @@ def image_forward(student: DCCLIPStudent, pixel_values: torch.Tensor, k: int) ->
     return fmap, student.image.embed(fmap)
 
 
-def text_forward_by_length(text_tower, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                           groups: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
-    """The text tower's (pooled, embedding) for a batch, run in `groups` sub-batches of similar length, each
-    trimmed to its own longest member: a batch mixing 10-token prompts with 64-token sentences otherwise runs
-    every row at 64. Rows are independent (pads masked, positions absolute, no batch statistics), so the
-    outputs are the whole batch's, in its order."""
-    n = len(input_ids)
-    if n < 2 * groups:
-        return text_tower.forward_trimmed(input_ids, attention_mask)
-    order = attention_mask.sum(1).argsort(stable=True)
-    parts = [text_tower.forward_trimmed(input_ids[idx], attention_mask[idx]) for idx in order.chunk(groups)]
-    inverse = torch.empty_like(order)
-    inverse[order] = torch.arange(n, device=order.device)
-    return torch.cat([p for p, _ in parts])[inverse], torch.cat([e for _, e in parts])[inverse]
-
-
 class OnlineTeacher:
     """The teacher run inside each training step, on the training device and without gradients: nothing is
     written to disk, which is what a million-image set needs (a ViT-L/14 map is 512 KB per image in fp16).
@@ -70,9 +54,9 @@ class OnlineTeacher:
         self.teacher, self.map_pool, self.corpus = teacher, map_pool, corpus
 
     def images(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        f = self.teacher.encode_image(pixel_values)
+        fmap, emb = teacher_image_targets(self.teacher, pixel_values, self.map_pool)
         # clone outside inference mode: the losses save their targets for backward, which inference tensors refuse
-        return pool_map(f.feature_map, self.map_pool).float().clone(), f.embedding.float().clone()
+        return fmap.clone(), emb.clone()
 
     def texts(self, texts: Sequence[str], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         f = self.teacher.encode_text(list(texts))
@@ -164,7 +148,7 @@ class DistillStage(FrozenPrefixStage):
         # texts come [B, m, ...] (m per image, see DistillSet): one flat text batch of B*m
         flat = {k: batch[k].flatten(0, 1) for k in ("input_ids", "attention_mask", "teacher_text_features",
                                                     "teacher_text_embedding")}
-        pooled, txt_emb = text_forward_by_length(self.student.text, flat["input_ids"], flat["attention_mask"])
+        pooled, txt_emb = self.student.text.forward_trimmed(flat["input_ids"], flat["attention_mask"])
         # losses in fp32 whatever the forward's autocast precision
         img_emb, txt_emb = img_emb.float(), txt_emb.float()
         l_text = feature_distill_loss(self.text_adapter(pooled).float(), flat["teacher_text_features"])

@@ -121,12 +121,25 @@ class TextStudent(nn.Module):
         check_text_inputs(input_ids, attention_mask, self.cfg.context_length)
         return self._encode(input_ids, attention_mask)
 
-    def forward_trimmed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    def forward_trimmed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, groups: int = 4
                         ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The same outputs as forward (training uses this), computed without the pad columns that every row
-        of the batch has. Pads are masked out of attention and pooling and positions are absolute, so they
-        change nothing; the demo's prompts average 10 of 64 tokens, so text steps cost ~3x less."""
+        """The same outputs as forward (training uses this), computed without pad columns: the rows run in
+        `groups` sub-batches of similar length, each trimmed to its own longest member. Pads are masked out of
+        attention and pooling, positions are absolute and nothing is computed across rows, so this changes
+        nothing but the cost: the demo's prompts average 10 of 64 tokens (~3x less), and a batch mixing them
+        with 64-token sentences would otherwise run every row at 64 (a 512-text step of small-lite's text
+        tower: 2.3-2.7 s grouped, 8.9-9.7 s as one batch)."""
         check_text_inputs(input_ids, attention_mask, self.cfg.context_length)
+        n = len(input_ids)
+        if groups <= 1 or n < 2 * groups:
+            return self._encode_trimmed(input_ids, attention_mask)
+        order = attention_mask.sum(1).argsort(stable=True)
+        parts = [self._encode_trimmed(input_ids[idx], attention_mask[idx]) for idx in order.chunk(groups)]
+        inverse = torch.empty_like(order)
+        inverse[order] = torch.arange(n, device=order.device)
+        return torch.cat([p for p, _ in parts])[inverse], torch.cat([e for _, e in parts])[inverse]
+
+    def _encode_trimmed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         used = attention_mask.bool().any(0).nonzero()
         keep = int(used.max()) + 1 if len(used) else 1  # up to the last column any row uses
         return self._encode(input_ids[:, :keep], attention_mask[:, :keep])

@@ -162,6 +162,14 @@ def pool_map(feature_map: torch.Tensor, k: int | None) -> torch.Tensor:
     return torch.nn.functional.adaptive_avg_pool2d(feature_map.float(), k)
 
 
+def teacher_image_targets(teacher: Teacher, pixel_values: torch.Tensor, map_pool: int | None = None
+                          ) -> tuple[torch.Tensor, torch.Tensor]:
+    """What stage 1 learns from a picture, cached or online: the teacher's feature map (pooled to map_pool) and
+    embedding, float32 on the teacher's device."""
+    f = teacher.encode_image(pixel_values)
+    return pool_map(f.feature_map, map_pool).float(), f.embedding.float()
+
+
 def image_row_bytes(teacher: Teacher, map_pool: int | None = None) -> int:
     """Bytes of one cached image row (fp16 map + embedding)."""
     side = min(teacher.feature_size, map_pool) if map_pool else teacher.feature_size
@@ -192,9 +200,9 @@ def cache_image_features(teacher: Teacher, images: Callable[[int], object], size
             batches = iter(_preprocessed_batches(cache, images, teacher.preprocess, batch_size, rank, world, workers))
         maps, embs = [], []
         for _ in range(start, stop, batch_size):
-            f = teacher.encode_image(next(batches))
-            maps.append(pool_map(f.feature_map, map_pool).cpu())
-            embs.append(f.embedding.cpu())
+            fmap, emb = teacher_image_targets(teacher, next(batches), map_pool)
+            maps.append(fmap.cpu())
+            embs.append(emb.cpu())
         return {"feature_map": torch.cat(maps), "embedding": torch.cat(embs)}
 
     cache.fill(compute, desc=f"teacher images ({dataset_id})", rank=rank, world=world,
