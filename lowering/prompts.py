@@ -115,19 +115,12 @@ def score_bundle(bundle: str | Path, images: str, split: str = "test", limit: in
     from dcclip_mobile.data.preprocess import ImagePreprocess, preprocess_image
     from dcclip_mobile.zeroshot import topk_accuracy
 
-    from .report import embed_images, runner_for
+    from .report import embed_images, runner_for, shipped_class_embeddings
 
     bundle = Path(bundle)
     manifest = bm.load_manifest(bundle)
-    entry = manifest.get("class_embeddings")
-    if not entry:
-        raise PromptError(f"bundle {str(bundle)!r} ships no class embeddings")
-    data = json.loads((bundle / entry["file"]).read_text(encoding="utf-8"))
     source = open_image_source(images, split, limit)
-    for lang in LANGS:
-        if list(source.classes[lang]) != data[f"labels_{lang}"]:
-            raise PromptError(f"{images!r} names other classes than the bundle ships ({lang}); score a bundle on "
-                              "the task its prompt was tuned for")
+    shipped = shipped_class_embeddings(bundle, manifest, source.classes, PromptError)
     art = next((a for a in manifest["artifacts"] if a["tower"] == "image" and a["default"]), None)
     run = runner_for(bundle, art, manifest) if art else None
     if run is None:
@@ -137,9 +130,9 @@ def score_bundle(bundle: str | Path, images: str, split: str = "test", limit: in
     pixels = torch.stack([preprocess_image(source.image(i), pre) for i in range(len(source))])
     emb = embed_images(run, pixels)
     labels = torch.as_tensor(source.labels)
-    acc = {lang: topk_accuracy(emb, torch.tensor(data[f"embeddings_{lang}"]), labels)["top1"] for lang in LANGS}
+    acc = {lang: topk_accuracy(emb, shipped[lang], labels)["top1"] for lang in LANGS}
     return {"bundle": str(bundle), "artifact": art["file"], "images": len(source), "dataset_id": source.dataset_id,
-            "prompt": data.get("prompt"), "top1": acc, "size_bytes": art["size_bytes"],
+            "prompt": (manifest.get("class_embeddings") or {}).get("prompt"), "top1": acc, "size_bytes": art["size_bytes"],
             "latency_ms_host": art.get("latency_ms_host")}
 
 

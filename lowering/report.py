@@ -181,20 +181,29 @@ def eager_checkpoint(bundle: Path, manifest: dict, checkpoint: str | None, log=p
     return found
 
 
-def shipped_tuned_embeddings(bundle: Path, manifest: dict, classnames: dict[str, list[str]]) -> dict | None:
-    """{lang: [classes, D]} of a bundle whose class embeddings come from a tuned prompt (lowering/prompts.py),
-    plus "rule", the scoring rule's name; None for a bundle whose classes its templates rebuild."""
-    entry = manifest.get("class_embeddings") or {}
-    prompt = entry.get("prompt")
-    if not prompt:
-        return None
+def shipped_class_embeddings(bundle: Path, manifest: dict, classnames: dict[str, list[str]],
+                             error: type[Exception] = ValueError) -> dict[str, torch.Tensor]:
+    """{lang: [classes, D]}: the class embeddings a bundle ships (what the apps classify with), refused with
+    `error` when the evaluation set names other classes."""
+    entry = manifest.get("class_embeddings")
+    if not entry:
+        raise error(f"bundle {str(bundle)!r} ships no class embeddings")
     data = json.loads(bm.bundle_path(bundle, manifest, entry["file"], "class_embeddings.file").read_text(encoding="utf-8"))
     for lang in ("en", "zh"):
         if list(classnames[lang]) != data[f"labels_{lang}"]:
-            raise ReportError(f"the bundle ships class embeddings tuned for its own label set ({lang}: "
-                              f"{data[f'labels_{lang}'][:3]}...), not the evaluation set's; pass --images with the "
-                              "task the prompt was tuned on, or --templates N to score by templates")
-    out = {lang: torch.tensor(data[f"embeddings_{lang}"]) for lang in ("en", "zh")}
+            raise error(f"the bundle ships class embeddings for its own label set ({lang}: "
+                        f"{data[f'labels_{lang}'][:3]}...), not the evaluation set's; pass --images with the task "
+                        "its prompt was tuned on, or --templates N to score by templates")
+    return {lang: torch.tensor(data[f"embeddings_{lang}"]) for lang in ("en", "zh")}
+
+
+def shipped_tuned_embeddings(bundle: Path, manifest: dict, classnames: dict[str, list[str]]) -> dict | None:
+    """shipped_class_embeddings plus "rule", the scoring rule's name, for a bundle whose class embeddings come
+    from a tuned prompt (lowering/prompts.py); None for a bundle whose classes its templates rebuild."""
+    prompt = (manifest.get("class_embeddings") or {}).get("prompt")
+    if not prompt:
+        return None
+    out: dict = shipped_class_embeddings(bundle, manifest, classnames, ReportError)
     out["rule"] = f"shipped class embeddings (tuned {prompt.get('method', '?')} prompt, {prompt.get('shots', '?')} shots)"
     return out
 
