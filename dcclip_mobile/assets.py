@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .bundle_manifest import file_sha256
+from .errors import DCClipError, run_main
 
 
 @dataclass(frozen=True)
@@ -77,7 +78,7 @@ ASSETS = {a.name: a for a in [
 FETCH_COMMAND = "python -m dcclip_mobile.assets fetch"
 
 
-class AssetMissingError(FileNotFoundError):
+class AssetMissingError(DCClipError, FileNotFoundError):
     """An offline-teacher asset is not in the cache."""
 
 
@@ -197,15 +198,17 @@ def _mk(p: Path) -> Path:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m dcclip_mobile.assets", description=__doc__.splitlines()[0])
     ap.add_argument("command", choices=["fetch", "status"])
-    args = ap.parse_args(argv)
-    for name, a in ASSETS.items():
-        if args.command == "fetch":
-            fetch(name)
-        try:
-            print(f"ok       {name:28s} {asset_dir(name)}")
-        except AssetMissingError:
-            print(f"missing  {name:28s} ({a.requirement})")
-    return 0 if assets_present() else 1
+
+    def run(args: argparse.Namespace) -> int:
+        for name, a in ASSETS.items():
+            if args.command == "fetch":
+                fetch(name)
+            try:
+                print(f"ok       {name:28s} {asset_dir(name)}")
+            except AssetMissingError:
+                print(f"missing  {name:28s} ({a.requirement})")
+        return 0 if assets_present() else 1
+    return run_main(ap, run, argv)
 
 
 if __name__ == "__main__":

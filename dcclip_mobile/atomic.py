@@ -29,6 +29,8 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
+from .errors import UsageError
+
 TMP, OLD, TRASH = "tmp", "old", "trash"
 
 
@@ -91,7 +93,7 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def check_writable_dir(out: str | Path, flag: str, error: type[Exception] = ValueError) -> Path:
+def check_writable_dir(out: str | Path, flag: str, error: type[Exception] = UsageError) -> Path:
     """`out` is a directory this process can create files in, or can be made one (its nearest existing ancestor
     is such a directory): what a runner checks before it computes anything. Creates nothing that stays;
     `error(message naming flag and path)` otherwise."""

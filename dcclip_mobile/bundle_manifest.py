@@ -58,6 +58,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+from .errors import DCClipError
 from .versioned_json import read_versioned_json
 
 BUNDLE_FORMAT_VERSION = 1
@@ -70,7 +71,7 @@ REQUIRED_KEYS = ("format_version", "target", "student", "embed_dim", "logit_scal
                  "artifacts", "default_precision", "parity_gate", "class_embeddings", "golden", "files")
 
 
-class BundleError(ValueError):
+class BundleError(DCClipError, ValueError):
     """A bundle directory is missing, incomplete, or does not match its manifest."""
 
 

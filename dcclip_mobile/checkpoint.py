@@ -18,6 +18,7 @@ from safetensors.torch import load_file, save_file
 
 from .atomic import atomic_directory, recover_directory
 from .config import ConfigError, StudentConfig
+from .errors import DCClipError
 from .models import DCCLIPStudent
 from .tokenizer import JSON_FILE, MODEL_FILE, BilingualTokenizer, TokenizerError
 
@@ -26,7 +27,7 @@ WEIGHTS_FILE = "model.safetensors"
 CHECKPOINT_FILES = (CONFIG_FILE, WEIGHTS_FILE, MODEL_FILE, JSON_FILE)
 
 
-class CheckpointError(ValueError):
+class CheckpointError(DCClipError, ValueError):
     """A checkpoint directory is missing, incomplete or does not match its config."""
 
 

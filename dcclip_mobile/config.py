@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
+from .errors import DCClipError
+
 CONFIG_FORMAT_VERSION = 1
 
 # CLIP's normalization: the students are trained from scratch, so any fixed choice works, and this one
@@ -20,7 +22,7 @@ CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
-class ConfigError(ValueError):
+class ConfigError(DCClipError, ValueError):
     """A config value is missing, unknown or out of range."""
 
 

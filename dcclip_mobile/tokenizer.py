@@ -29,6 +29,7 @@ import sentencepiece as spm
 import torch
 
 from .atomic import atomic_write_bytes
+from .errors import DCClipError
 from .versioned_json import read_versioned_json
 
 TOKENIZER_FORMAT_VERSION = 1
@@ -42,7 +43,7 @@ _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 LONE_SURROGATES = "each lone surrogate becomes U+FFFD before normalization"
 
 
-class TokenizerError(ValueError):
+class TokenizerError(DCClipError, ValueError):
     """A tokenizer file is missing or malformed, or an input is not text."""
 
 

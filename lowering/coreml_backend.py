@@ -27,6 +27,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from dcclip_mobile.errors import DCClipError
+
 from .encoders import TensorSpec
 
 COREML_PRECISIONS = ("fp16", "int8", "palettize4")
@@ -112,7 +114,7 @@ def coreml_delegate_compile_specs():
     )
 
 
-class CoreMLPackageError(ValueError):
+class CoreMLPackageError(DCClipError, ValueError):
     """An .mlpackage's Manifest.json is missing, malformed, or names a specification outside the package."""
 
 

@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 
 from dcclip_mobile import bundle_manifest as bm
+from dcclip_mobile.errors import run_main
 from dcclip_mobile.models import DCCLIPStudent
 from dcclip_mobile.prompt_tuning.prompts import LANGS, Prompt, PromptError, PromptedImageStudent
 from dcclip_mobile.prompt_tuning.store import PROMPT_JSON, PROMPT_TENSORS, load_prompt
@@ -158,12 +159,11 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--split", default="test")
     s.add_argument("--limit", type=int, default=None)
     s.add_argument("--json", default=None)
-    args = ap.parse_args(argv)
-    try:
-        rows = [score_bundle(b, args.images, args.split, args.limit) for b in args.bundle]
-    except (PromptError, bm.BundleError, ValueError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return run_main(ap, score, argv)
+
+
+def score(args: argparse.Namespace) -> None:
+    rows = [score_bundle(b, args.images, args.split, args.limit) for b in args.bundle]
     print(MARKDOWN_HEAD)
     for r in rows:
         print(markdown_row(r))
@@ -171,7 +171,6 @@ def main(argv: list[str] | None = None) -> int:
         from dcclip_mobile.atomic import atomic_write_text
 
         atomic_write_text(args.json, json.dumps(rows, indent=1, ensure_ascii=False) + "\n")
-    return 0
 
 
 if __name__ == "__main__":

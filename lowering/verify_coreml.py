@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from dcclip_mobile import bundle_manifest as bm
+from dcclip_mobile.errors import run_main
 
 # fp16 compute on the golden inputs; int8 and 4-bit palettized weights lose more
 MIN_COSINE = {"fp16": 0.999, "int8": 0.99, "palettize4": 0.95}
@@ -95,12 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m lowering.verify_coreml", description=__doc__.splitlines()[0])
     ap.add_argument("bundle", help="an iOS bundle directory (OUT/ios)")
     ap.add_argument("--min-cosine", type=float, default=None, help="one threshold for every precision")
-    args = ap.parse_args(argv)
-    try:
-        return 0 if verify(Path(args.bundle), args.min_cosine) else 1
-    except (bm.BundleError, ValueError, OSError) as e:  # ImageLoadError is a ValueError
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return run_main(ap, lambda args: 0 if verify(Path(args.bundle), args.min_cosine) else 1, argv)
 
 
 if __name__ == "__main__":

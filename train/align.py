@@ -24,8 +24,9 @@ from dcclip_mobile.teachers.cache import cache_image_features, cache_text_featur
 
 from dcclip_mobile.data.shards import is_shard_spec
 from dcclip_mobile.data.preprocess import ImagePreprocess
+from dcclip_mobile.errors import UsageError, run_main
 
-from .cli import add_image_tower_args, add_train_args, run_main, train_config_from_args
+from .cli import add_image_tower_args, add_train_args, train_config_from_args
 from .datasets import AlignSet, collate_skipping_bad
 from .device import add_device_args, resolve_amp, resolve_device
 from .loop import TrainConfig, init_distributed, throughput_summary, train
@@ -65,7 +66,7 @@ def run(args: argparse.Namespace) -> Path:
         torch.set_num_threads(args.threads)
     wants_teacher = args.distill_weight > 0 or args.affinity_weight > 0 or args.text_distill_weight > 0
     if wants_teacher and not args.teacher:
-        raise ValueError(f"--distill-weight {args.distill_weight} / --affinity-weight {args.affinity_weight} / "
+        raise UsageError(f"--distill-weight {args.distill_weight} / --affinity-weight {args.affinity_weight} / "
                          f"--text-distill-weight {args.text_distill_weight} need --teacher")
     device = resolve_device(args.device)
     amp = resolve_amp(args.amp, device)
@@ -111,7 +112,7 @@ def run(args: argparse.Namespace) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_main(build_parser(), run, "stage 2 checkpoint", argv)
+    return run_main(build_parser(), lambda args: print(f"stage 2 checkpoint: {run(args)}"), argv)
 
 
 if __name__ == "__main__":

@@ -3,11 +3,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import sys
-from pathlib import Path
-from typing import Callable
 
 from dcclip_mobile.atomic import check_writable_dir
+from dcclip_mobile.errors import UsageError
 
 from .loop import TrainConfig
 
@@ -47,22 +45,10 @@ def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
     cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
     cfg.validate()
     if getattr(args, "threads", 0) < 0:
-        raise ValueError(f"--threads {args.threads}: give a number of threads >= 1, or 0 for torch's default")
+        raise UsageError(f"--threads {args.threads}: give a number of threads >= 1, or 0 for torch's default")
     if getattr(args, "stop_after", None) is not None and args.stop_after < 1:
-        raise ValueError(f"--stop-after {args.stop_after}: give a number of steps >= 1")
+        raise UsageError(f"--stop-after {args.stop_after}: give a number of steps >= 1")
     if getattr(args, "out", None):
         check_writable_dir(args.out, "--out")
     return cfg
 
-
-def run_main(parser: argparse.ArgumentParser, run: Callable[[argparse.Namespace], Path], label: str,
-             argv: list[str] | None) -> int:
-    """A runner's main(): bad input is one clear line on stderr and exit 2, not a traceback."""
-    args = parser.parse_args(argv)
-    try:
-        result = run(args)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(f"{label}: {result}")
-    return 0

@@ -24,13 +24,13 @@ from pathlib import Path
 import torch
 
 from dcclip_mobile import assets
-from dcclip_mobile.atomic import atomic_write_text
+from dcclip_mobile.atomic import atomic_write_text, check_writable_dir
 from dcclip_mobile.checkpoint import load_student
+from dcclip_mobile.errors import run_main
 from dcclip_mobile.teachers import build_teacher
 from dcclip_mobile.teachers.cache import teacher_cache_dir
 
 from . import align, distill
-from .cli import run_main
 from dcclip_mobile.heldout import retention_of_means
 
 from .heldout_eval import MARKDOWN_HEADER, TeacherReference, evaluate_student_heldout, heldout_sets, markdown_rows
@@ -77,7 +77,7 @@ def stage_done(out: Path, steps: int) -> bool:
 def run(args: argparse.Namespace) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
-    out = Path(args.out)
+    out = check_writable_dir(args.out, "--out")  # a file or a read-only disk there: a line naming --out
     out.mkdir(parents=True, exist_ok=True)
     summary: dict = {"protocol": vars(args), "stages": {}}
     t0 = time.perf_counter()
@@ -176,10 +176,12 @@ def _fmt(r: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    def run_and_locate(args: argparse.Namespace) -> Path:
+    def run_and_locate(args: argparse.Namespace) -> None:
         run(args)
-        return Path(args.out) / "summary.json"
-    return run_main(build_parser(), run_and_locate, "summary", argv)
+        print(f"summary: {Path(args.out) / 'summary.json'}")
+    # the demo passes --resume to a stage itself when its checkpoint exists
+    return run_main(build_parser(), run_and_locate, argv,
+                    on_interrupt="run the same command again: finished stages are skipped, a stage resumes")
 
 
 if __name__ == "__main__":

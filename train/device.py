@@ -17,12 +17,14 @@ from dataclasses import dataclass, field
 
 import torch
 
+from dcclip_mobile.errors import DCClipError
+
 DEVICE_CHOICES = "auto|cpu|cuda|cuda:N"
 AMP_CHOICES = ("bf16", "fp16", "off")
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-class DeviceError(ValueError):
+class DeviceError(DCClipError, ValueError):
     """A --device or --amp value this machine cannot honour."""
 
 

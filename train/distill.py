@@ -31,8 +31,9 @@ from dcclip_mobile.teachers.cache import cache_image_features, cache_text_featur
 from dcclip_mobile.tokenizer import BilingualTokenizer, normalize, train_tokenizer
 from dcclip_mobile.data.shards import is_shard_spec
 from dcclip_mobile.data.preprocess import ImagePreprocess
+from dcclip_mobile.errors import UsageError, run_main
 
-from .cli import add_image_tower_args, add_train_args, run_main, train_config_from_args
+from .cli import add_image_tower_args, add_train_args, train_config_from_args
 from .datasets import DistillSet, collate_skipping_bad
 from .device import add_device_args, resolve_amp, resolve_device
 from .loop import TrainConfig, init_distributed, throughput_summary, train
@@ -149,7 +150,7 @@ def text_corpus(args: argparse.Namespace, vocab_size: int, context: int) -> tupl
     a pairs file's or shards' captions). The tokenizer also reads the registry corpus (--tokenizer-corpus)."""
     sentences = args.corpus_size // 2 if args.sentences is None else args.sentences
     if args.corpus_size < 0 or sentences < 0:
-        raise ValueError("--corpus-size and --sentences must be >= 0")
+        raise UsageError("--corpus-size and --sentences must be >= 0")
     corpus = [t for t, _ in bilingual_corpus(args.corpus_size, seed=args.seed, classnames=corpus_classnames(args.seed))
               ] if args.corpus_size > 0 else []
     if sentences > 0:
@@ -157,7 +158,7 @@ def text_corpus(args: argparse.Namespace, vocab_size: int, context: int) -> tupl
     if args.texts:
         corpus += [t for t, _ in user_texts(args.texts)]
     if not corpus:
-        raise ValueError("the text corpus is empty: give --corpus-size > 0, --sentences > 0 or --texts FILE")
+        raise UsageError("the text corpus is empty: give --corpus-size > 0, --sentences > 0 or --texts FILE")
     registry = args.tokenizer_corpus == "registry" or (args.tokenizer_corpus == "auto" and sentences > 0)
     return corpus, tokenizer_texts(vocab_size, seed=args.seed) if registry else []
 
@@ -201,7 +202,7 @@ def inherit_weights(mode: str, student: DCCLIPStudent, teacher, cache, info=None
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_main(build_parser(), run, "stage 1 checkpoint", argv)
+    return run_main(build_parser(), lambda args: print(f"stage 1 checkpoint: {run(args)}"), argv)
 
 
 if __name__ == "__main__":

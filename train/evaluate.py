@@ -31,6 +31,7 @@ from dcclip_mobile.teachers import TEACHER_SPECS, build_teacher
 from dcclip_mobile.teachers.cache import teacher_cache_dir
 from dcclip_mobile.zeroshot import evaluate_zero_shot, parse_langs, student_image_embeddings, student_text_encoder
 from dcclip_mobile.data.preprocess import ImagePreprocess
+from dcclip_mobile.errors import UsageError, run_main
 
 from .device import OnDevice, add_device_args, resolve_device
 from .sources import add_image_source_args, image_source
@@ -154,19 +155,19 @@ def check_args(args: argparse.Namespace) -> None:
     cannot be written refused before any work."""
     for flag, path in (("--json", args.json), ("--markdown", args.markdown)):
         if path and Path(path).is_dir():
-            raise ValueError(f"{flag} {path!r} is a directory; give a file name")
+            raise UsageError(f"{flag} {path!r} is a directory; give a file name")
     if args.limit is not None and args.limit < 1:
-        raise ValueError(f"--limit {args.limit}: give a number of images >= 1 (or leave it out for the whole set)")
+        raise UsageError(f"--limit {args.limit}: give a number of images >= 1 (or leave it out for the whole set)")
     if args.threads is not None and args.threads < 0:
-        raise ValueError(f"--threads {args.threads}: give a number of threads >= 1, or 0 for torch's default")
+        raise UsageError(f"--threads {args.threads}: give a number of threads >= 1, or 0 for torch's default")
     if args.elevater_root:
         for given, name in ((args.images, "--images/--dataset"), (args.limit, "--limit")):
             if given is not None:
-                raise ValueError(f"{name} {given!r} does not combine with --elevater-root, which evaluates every "
+                raise UsageError(f"{name} {given!r} does not combine with --elevater-root, which evaluates every "
                                  "set under its folder in full; give one or the other")
     else:
         if args.markdown:
-            raise ValueError(f"--markdown {args.markdown!r} writes the --elevater-root table; give --elevater-root DIR")
+            raise UsageError(f"--markdown {args.markdown!r} writes the --elevater-root table; give --elevater-root DIR")
         args.images = args.images or "fashion-mnist"
 
 
@@ -186,18 +187,15 @@ def write_outputs(args: argparse.Namespace, result: dict) -> None:
         atomic_write_text(args.json, text)
 
 
+def run(args: argparse.Namespace) -> None:
+    check_args(args)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    write_outputs(args, evaluate_elevater(args) if args.elevater_root else evaluate_one(args))
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        check_args(args)
-        if args.threads:
-            torch.set_num_threads(args.threads)
-        result = evaluate_elevater(args) if args.elevater_root else evaluate_one(args)
-    except (ValueError, FileNotFoundError) as e:  # DeviceError is a ValueError
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    write_outputs(args, result)
-    return 0
+    return run_main(build_parser(), run, argv)
 
 
 if __name__ == "__main__":

@@ -27,8 +27,7 @@ from dcclip_mobile.teachers import build_teacher
 from dcclip_mobile.teachers.cache import cache_image_features, cache_text_features, teacher_cache_dir
 from dcclip_mobile.zeroshot import embed_images, student_text_encoder
 from dcclip_mobile.data.preprocess import ImagePreprocess
-
-from .cli import run_main
+from dcclip_mobile.errors import run_main
 
 
 def heldout_sets(seed: int = 0, views: int = 3, fashion_images: int = 2000) -> list[HeldoutSet]:
@@ -140,7 +139,7 @@ def run(args: argparse.Namespace) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_main(build_parser(), run, "held-out evaluation", argv)
+    return run_main(build_parser(), lambda args: print(f"held-out evaluation: {run(args)}"), argv)
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ from tqdm import tqdm
 from dcclip_mobile.atomic import atomic_directory, recover_directory
 from dcclip_mobile.data.preprocess import ImageLoadError
 from dcclip_mobile.checkpoint import write_student_files
+from dcclip_mobile.errors import DCClipError
 from dcclip_mobile.models import DCCLIPStudent
 from dcclip_mobile.tokenizer import BilingualTokenizer
 
@@ -43,7 +44,7 @@ STATE_TENSORS = "training_state.safetensors"
 STATE_JSON = "training_state.json"
 
 
-class TrainConfigError(ValueError):
+class TrainConfigError(DCClipError, ValueError):
     """A training option is out of range or inconsistent."""
 
 

@@ -35,12 +35,11 @@ import torch
 from dcclip_mobile.atomic import atomic_write_text
 from dcclip_mobile.checkpoint import load_student
 from dcclip_mobile.data.tasks import BUILTIN_TASKS, default_task_root, ensure_tasks, open_task
+from dcclip_mobile.errors import UsageError, run_main
 from dcclip_mobile.prompt_tuning import DEFAULT_TEMPLATES, Prompt, PromptSpec
 from dcclip_mobile.prompt_tuning.engine import FitConfig, Shots, evaluate, fit, linear_probe, load_task_data, zero_shot
 from dcclip_mobile.prompt_tuning.prompts import CONTEXTS, INITS, LANGS, METHODS
 from dcclip_mobile.prompt_tuning.store import save_prompt
-
-from .cli import run_main
 
 MODES = ("zero-shot", "linear-probe", "single", "mt-source", "mt-init", "mt-joint")
 ZS_TEMPLATES = "zero-shot"
@@ -55,9 +54,9 @@ def _ints(spec: str, what: str) -> list[int]:
     try:
         out = [int(s) for s in spec.split(",") if s.strip()]
     except ValueError:
-        raise ValueError(f"--{what} {spec!r}: comma-separated integers") from None
+        raise UsageError(f"--{what} {spec!r}: comma-separated integers") from None
     if not out:
-        raise ValueError(f"--{what} is empty")
+        raise UsageError(f"--{what} is empty")
     return out
 
 
@@ -110,10 +109,10 @@ class Runner:
         self.modes = _names(args.modes)
         bad = [m for m in self.modes if m not in MODES]
         if bad:
-            raise ValueError(f"--modes {bad}: accepted {', '.join(MODES)}")
+            raise UsageError(f"--modes {bad}: accepted {', '.join(MODES)}")
         self.langs = tuple(_names(args.langs))
         if any(lang not in LANGS for lang in self.langs):
-            raise ValueError(f"--langs {args.langs!r}: accepted {', '.join(LANGS)}")
+            raise UsageError(f"--langs {args.langs!r}: accepted {', '.join(LANGS)}")
         self.model, self.tokenizer = load_student(args.init)
         self.model.to(args.device).eval()
         for p in self.model.parameters():
@@ -128,7 +127,7 @@ class Runner:
         self.targets = [Path(t).name if t not in BUILTIN_TASKS else t for t in target_names]
         self.sources = [Path(t).name if t not in BUILTIN_TASKS else t for t in source_names]
         if any(m in self.modes for m in ("mt-source", "mt-init")) and len(self.targets) + len(self.sources) < 2:
-            raise ValueError("mt-source and mt-init need source tasks: give --source-tasks or two or more --tasks")
+            raise UsageError("mt-source and mt-init need source tasks: give --source-tasks or two or more --tasks")
         self.rows: list[dict] = []
         self.source_prompts: dict[tuple, Prompt] = {}
 
@@ -337,14 +336,14 @@ def merge_results(paths: list[str]) -> dict:
         try:
             results.append(json.loads(Path(p).read_text(encoding="utf-8")))
         except (OSError, json.JSONDecodeError) as e:
-            raise ValueError(f"--merge {p!r}: {e}") from None
+            raise UsageError(f"--merge {p!r}: {e}") from None
     first = results[0]
     for p, r in zip(paths, results):
         for key in ("student", "langs", "logit_scale"):
             if r.get(key) != first.get(key):
-                raise ValueError(f"--merge: {p!r} has {key} {r.get(key)!r}, {paths[0]!r} has {first.get(key)!r}")
+                raise UsageError(f"--merge: {p!r} has {key} {r.get(key)!r}, {paths[0]!r} has {first.get(key)!r}")
         if r["config"]["method"] != first["config"]["method"]:
-            raise ValueError(f"--merge: {p!r} tuned {r['config']['method']!r} prompts, {paths[0]!r} "
+            raise UsageError(f"--merge: {p!r} tuned {r['config']['method']!r} prompts, {paths[0]!r} "
                              f"{first['config']['method']!r}")
     rows, seen = [], set()
     for r in results:
@@ -353,7 +352,7 @@ def merge_results(paths: list[str]) -> dict:
             if key in seen:
                 if row["seed"] is None:  # the zero-shot rows: every run has them, and they must agree
                     continue
-                raise ValueError(f"--merge: {key} appears twice")
+                raise UsageError(f"--merge: {key} appears twice")
             seen.add(key)
             rows.append(row)
     seeds = sorted({row["seed"] for row in rows if row["seed"] is not None})
@@ -371,7 +370,7 @@ def run(args: argparse.Namespace) -> str:
         result = merge_results(args.merge)
     else:
         if not args.init or not args.tasks:
-            raise ValueError("--init and --tasks are required (unless --merge)")
+            raise UsageError("--init and --tasks are required (unless --merge)")
         result = Runner(args).run()
     table = markdown_table(result)
     print("\n" + table)
@@ -385,7 +384,7 @@ def run(args: argparse.Namespace) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_main(build_parser(), run, "prompt tuning", argv)
+    return run_main(build_parser(), lambda args: print(f"prompt tuning: {run(args)}"), argv)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,8 @@ import argparse
 
 import torch
 
+from dcclip_mobile.errors import UsageError
+
 from .device import AMP_DTYPES
 
 TEACHER_MODES = ("auto", "online", "cache")
@@ -30,9 +32,9 @@ def add_teacher_mode_args(ap: argparse.ArgumentParser) -> None:
 def teacher_mode(mode: str, n_images: int | None, map_pool: int | None = None) -> str:
     """The mode to use: n_images None means a stream, which only the online teacher can serve."""
     if map_pool is not None and map_pool < 1:
-        raise ValueError(f"--teacher-map-pool {map_pool}: give K >= 1 (the pooled map is K x K)")
+        raise UsageError(f"--teacher-map-pool {map_pool}: give K >= 1 (the pooled map is K x K)")
     if mode == "cache" and n_images is None:
-        raise ValueError("--teacher-mode cache needs an indexed image set; tar shards stream, so use "
+        raise UsageError("--teacher-mode cache needs an indexed image set; tar shards stream, so use "
                          "--teacher-mode online (or auto)")
     if mode == "auto":
         return "online" if n_images is None or n_images > ONLINE_ABOVE else "cache"

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 from ..assets import asset_dir, assets_present
+from ..errors import DCClipError, run_main
 
 LANGS = ("en", "zh")
 SPLITS = ("train", "heldout")
@@ -42,7 +43,7 @@ _EN_SENTENCE = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9])")
 _HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f]")
 
 
-class CorpusMissingError(FileNotFoundError):
+class CorpusMissingError(DCClipError, FileNotFoundError):
     """The corpus assets are not in the cache (fetch them with `python -m dcclip_mobile.assets fetch`)."""
 
 
@@ -339,17 +340,18 @@ def user_texts(spec: str, limit: int | None = None) -> list[tuple[str, str]]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m dcclip_mobile.data.corpus", description=__doc__.splitlines()[0])
-    ap.parse_args(argv)
-    print("| source | lang | split | documents | sentences | characters |\n|---|---|---|---|---|---|")
-    for name, s in SOURCES.items():
-        for split in SPLITS:
-            docs = documents(name, split)
-            n = sum(len(d) for d in docs)
-            chars = sum(len(t) for d in docs for t in d)
-            print(f"| {name} | {s.lang} | {split} | {len(docs)} | {n} | {chars} |")
-    for lang in LANGS:
-        print(f"{lang}-words: {len(word_frequencies(lang))} words, top 10: {[w for w, _ in word_frequencies(lang, 10)]}")
-    return 0
+
+    def run(_: argparse.Namespace) -> None:
+        print("| source | lang | split | documents | sentences | characters |\n|---|---|---|---|---|---|")
+        for name, s in SOURCES.items():
+            for split in SPLITS:
+                docs = documents(name, split)
+                n = sum(len(d) for d in docs)
+                chars = sum(len(t) for d in docs for t in d)
+                print(f"| {name} | {s.lang} | {split} | {len(docs)} | {n} | {chars} |")
+        for lang in LANGS:
+            print(f"{lang}-words: {len(word_frequencies(lang))} words, top 10: {[w for w, _ in word_frequencies(lang, 10)]}")
+    return run_main(ap, run, argv)
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw, ImageEnhance, ImageFont, ImageOps
 
 from ..bundle_manifest import file_sha256
+from ..errors import DCClipError, UsageError, run_main
 
 EMOJI_FONT = Path(os.environ.get("DCCLIP_EMOJI_FONT", "/usr/share/fonts/truetype/noto/NotoColorEmoji.ttf"))
 EMOJI_TEST = Path(os.environ.get("DCCLIP_EMOJI_TEST", "/usr/share/unicode/emoji/emoji-test.txt"))
@@ -55,7 +56,7 @@ PINNED_SHA256 = {
 }
 
 
-class EmojiDataMissingError(FileNotFoundError):
+class EmojiDataMissingError(DCClipError, FileNotFoundError):
     pass
 
 
@@ -358,10 +359,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--split", default="unseen", choices=["seen", "unseen", "all"])
     ap.add_argument("--views", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args(argv)
-    for root in write_elevater(args.out, CLASS_GROUPS, args.split, args.views, args.seed):
-        print(root)
-    return 0
+
+    def run(args) -> None:
+        if args.views < 1:  # refused before any folder is written
+            raise UsageError(f"--views {args.views}: give a number of views per class >= 1")
+        for root in write_elevater(args.out, CLASS_GROUPS, args.split, args.views, args.seed):
+            print(root)
+    return run_main(ap, run, argv)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from ..errors import DCClipError
+
 RESIZE_RULE = "shorter_side_bicubic_then_center_crop"
 # The most pixels (width x height, as the file's header states them) an image may have: 100 megapixels, about
 # 300 MB once decoded to RGB. Larger ones are refused before any pixel is decoded (a 50000 x 50000 PNG of a few
@@ -31,7 +33,7 @@ RESIZE_RULE = "shorter_side_bicubic_then_center_crop"
 MAX_IMAGE_PIXELS = 100_000_000
 
 
-class ImageLoadError(ValueError):
+class ImageLoadError(DCClipError, ValueError):
     """A file is not a readable image (missing, empty, truncated, another format, or one that must not be
     decoded: more than MAX_IMAGE_PIXELS pixels)."""
 

@@ -46,6 +46,7 @@ from webdataset.tariterators import group_by_keys, meta_prefix, meta_suffix, tar
 from webdataset.writer import TarWriter
 
 from ..atomic import atomic_open, atomic_write_text
+from ..errors import UsageError, run_main
 from .preprocess import ImageLoadError, load_image, to_rgb
 
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")   # the image members decode_pair looks for, in this order
@@ -368,15 +369,15 @@ def convert_pairs(pairs_path: str | Path, out: str | Path, per_shard: int = 1000
     from .pairs import PairsFile
 
     if per_shard < 1:
-        raise ValueError(f"--per-shard {per_shard}: must be >= 1")
+        raise UsageError(f"--per-shard {per_shard}: must be >= 1")
     out = Path(out)
     if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {str(out)!r} is a file; give a directory")
+        raise UsageError(f"--out {str(out)!r} is a file; give a directory")
     if out.is_dir():
         old = sorted(p.name for p in out.iterdir() if p.suffix == ".tar" or p.name == SIZES_FILE)
         if old:
             # mixing with an earlier conversion's shards would leave stale ones the spec does not name
-            raise ValueError(f"--out {str(out)!r} already holds shards ({', '.join(old[:3])}"
+            raise UsageError(f"--out {str(out)!r} already holds shards ({', '.join(old[:3])}"
                              f"{', ...' if len(old) > 3 else ''}); give a new directory or delete them")
     pairs = PairsFile(pairs_path)
     out.mkdir(parents=True, exist_ok=True)
@@ -421,14 +422,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pairs", required=True, help="pairs file: filepath, caption, lang per row")
     ap.add_argument("--out", required=True, help="directory for NNNNN.tar and sizes.json (new or empty)")
     ap.add_argument("--per-shard", type=int, default=1000, help="samples per shard (default 1000)")
-    args = ap.parse_args(argv)
-    try:
-        spec = convert_pairs(args.pairs, args.out, args.per_shard)
-    except (OSError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(spec)
-    return 0
+    return run_main(ap, lambda args: print(convert_pairs(args.pairs, args.out, args.per_shard)), argv)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ from typing import Sequence
 
 from ..assets import cache_dir
 from ..atomic import atomic_directory
+from ..errors import run_main
 from .elevater import ElevaterFolder, missing_layout_parts
 
 TASK_INFO = "task.json"
@@ -185,11 +186,12 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m dcclip_mobile.data.tasks", description="write the built-in few-shot tasks")
     ap.add_argument("--out", default=None, help=f"folder (default {default_task_root()})")
     ap.add_argument("--tasks", default=",".join(BUILTIN_TASKS), help="comma-separated built-in task names")
-    args = ap.parse_args(argv)
-    out = Path(args.out) if args.out else default_task_root()
-    for name in [t.strip() for t in args.tasks.split(",") if t.strip()]:
-        print(write_task(name, out))
-    return 0
+
+    def run(args) -> None:
+        out = Path(args.out) if args.out else default_task_root()
+        for name in [t.strip() for t in args.tasks.split(",") if t.strip()]:
+            print(write_task(name, out))
+    return run_main(ap, run, argv)
 
 
 if __name__ == "__main__":

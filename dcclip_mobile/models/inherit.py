@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from ..config import ImageStudentConfig
+from ..errors import DCClipError
 
 BANK_TEMPLATES = 8  # per language, as the offline teacher embeds its classes
 # the inherited head's softmax temperature: 0.5 sharpens Lite0's ImageNet posterior toward a top-k ConSE
@@ -35,7 +36,7 @@ LITE0_MEAN = (0.485, 0.456, 0.406)
 LITE0_STD = (0.229, 0.224, 0.225)
 
 
-class InheritError(ValueError):
+class InheritError(DCClipError, ValueError):
     """The student's architecture is not a pruned EfficientNet-Lite0."""
 
 

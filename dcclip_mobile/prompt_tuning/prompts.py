@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import DCClipError
 from ..models.image_student import ImageStudent
 from ..models.text_student import TextStudent
 from ..tokenizer import BilingualTokenizer
@@ -35,7 +36,7 @@ PLACEHOLDER = "{c}"
 DEFAULT_TEMPLATES = {"en": "a photo of a {c}.", "zh": "一张{c}的照片。"}
 
 
-class PromptError(ValueError):
+class PromptError(DCClipError, ValueError):
     """A prompt spec or a saved prompt is malformed or does not fit the student."""
 
 

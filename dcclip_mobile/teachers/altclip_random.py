@@ -13,6 +13,8 @@ from typing import Sequence
 
 import torch
 
+from ..errors import run_main
+
 # BAAI/AltCLIP's architecture: a ViT-L/14 at 224 px and an XLM-R-large text tower, both projected to 768
 ARCHS = {
     "large": dict(
@@ -69,9 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m dcclip_mobile.teachers.altclip_random", description=__doc__.splitlines()[0])
     ap.add_argument("--arch", default="tiny", choices=sorted(ARCHS))
     ap.add_argument("--out", required=True)
-    args = ap.parse_args(argv)
-    print(write_random_altclip(args.out, args.arch))
-    return 0
+    return run_main(ap, lambda args: print(write_random_altclip(args.out, args.arch)), argv)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from ..assets import cache_dir
 from ..atomic import atomic_write_text
+from ..errors import DCClipError
 from .base import Teacher
 
 CACHE_FORMAT_VERSION = 1
@@ -30,11 +31,11 @@ def teacher_cache_dir(override: str | Path | None = None) -> Path:
     return Path(override) if override else cache_dir() / "teacher_features"
 
 
-class CacheMissingError(FileNotFoundError):
+class CacheMissingError(DCClipError, FileNotFoundError):
     pass
 
 
-class DiskSpaceError(OSError):
+class DiskSpaceError(DCClipError, OSError):
     """The disk cannot hold a cache about to be filled."""
 
 
