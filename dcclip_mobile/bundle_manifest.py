@@ -26,7 +26,12 @@ manifest.json (format_version 1), every key always present:
                      "mlpackage" | "torchscript"), precision, file, size_bytes, inputs, output,
                      quantization {...}, delegate_partitions (int | null), ops_outside_delegate {op: count}
                      | null, latency_ms_host (median, batch 1 | null), export_seconds, parity {...},
-                     default (bool: the one the app loads for its tower)}
+                     default (bool: the one the app loads for its tower),
+                     length_buckets (XNNPACK text artifacts only): [{length, method, delegate_partitions,
+                     latency_ms_host}] shortest first, the last at the context length with method "forward".
+                     The app runs a text through the shortest bucket that holds its tokens (up to the last
+                     attention-mask 1), its input_ids and attention_mask cut to that length [1, length];
+                     an artifact without the key takes [1, context_length] in "forward"}
                      Core ML artifacts take int32 ids (Core ML has no int64 inputs); the others int64.
     default_precision: the precision of the default artifacts
     parity_gate:    {thresholds {...}, passed (bool), overridden (bool), failures [..]}
@@ -175,11 +180,32 @@ def _check_structure(manifest: dict, where: str) -> None:
                 raise BundleError(f"{where} artifacts[{k}] {state} \"{key}\" (a string); re-export the bundle")
         if type(a.get("size_bytes")) is not int:
             raise BundleError(f"{where} artifacts[{k}] size_bytes must be an integer, got {_show(a.get('size_bytes'))}")
+        if "length_buckets" in a:
+            _check_length_buckets(a["length_buckets"], manifest, f"{where} artifacts[{k}] length_buckets")
     for what, rel, directory_ok in named_paths(manifest):
         rel = check_relative_path(rel, what)
         if not _listed(manifest, rel, directory_ok):
             raise BundleError(f"{what} is {_show(rel)}, which the manifest's file table does not list with a "
                               "sha256; refusing to open it. Re-export the bundle with `python -m lowering.export`")
+
+
+def _check_length_buckets(buckets: object, manifest: dict, where: str) -> None:
+    """Lengths rising within 1..context, distinct method names, the context's bucket last and in "forward"."""
+    context = (manifest.get("text") or {}).get("context_length") if isinstance(manifest.get("text"), dict) else None
+    expected = ('a list of {"length": int, "method": "forward" or "forward_<length>"}, lengths rising, the last '
+                f'equal to text.context_length ({_show(context)}) with method "forward"')
+    ok = isinstance(buckets, list) and buckets and type(context) is int
+    lengths, methods = [], []
+    for b in buckets if ok else ():
+        L, m = (b.get("length"), b.get("method")) if isinstance(b, dict) else (None, None)
+        if type(L) is not int or not 1 <= L <= context or not isinstance(m, str) \
+                or m != ("forward" if L == context else f"forward_{L}"):
+            ok = False
+            break
+        lengths.append(L)
+        methods.append(m)
+    if not ok or lengths != sorted(set(lengths)) or lengths[-1] != context:
+        raise BundleError(f"{where} must be {expected}; got {_show(buckets)}. Re-export the bundle")
 
 
 def file_table(directory: str | Path) -> dict[str, dict]:

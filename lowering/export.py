@@ -6,6 +6,11 @@
 
 Precisions: android fp32, int8 (default), int8-dynamic, 8da4w; ios fp16 (default), int8, palettize4
 (each also ships an ExecuTorch .pte with the Core ML delegate, fp16); torchscript fp32.
+
+An Android text .pte holds one method per length bucket (16, 32 and the context length; encoders.text_lengths),
+sharing one copy of the weights, each quantized on the calibration texts that fit it; the manifest's
+`length_buckets` names them, the apps run a text in the shortest bucket that holds it, and the parity gate runs
+every parity text that way. Core ML and TorchScript artifacts take the full context.
 With --target all, --precision applies where a target accepts it (`all` means every one).
 
 --images SOURCE (what the training runners' --images accepts: 'fashion-mnist', an ELEVATER folder, a pairs
@@ -36,6 +41,7 @@ from dcclip_mobile import bundle_manifest as bm
 from dcclip_mobile.atomic import atomic_directory, check_writable_dir
 from dcclip_mobile.checkpoint import CHECKPOINT_FILES, CheckpointError, load_student
 from dcclip_mobile.data.sources import IMAGE_SOURCES, open_image_source
+from dcclip_mobile.errors import DCClipError, run_main
 from dcclip_mobile.models import DCCLIPStudent
 from dcclip_mobile.prompt_tuning.prompts import PromptError
 from dcclip_mobile.timing import median_ms, threads
@@ -44,8 +50,9 @@ from dcclip_mobile.tokenizer import BilingualTokenizer
 from . import bundle as bundle_parts
 from .coreml_backend import (COREML_PRECISIONS, check_coreml_structure, convert_coreml, coreml_delegate_compile_specs,
                              describe_precision)
-from .encoders import TOWERS, example_inputs, input_specs, make_encoder, output_spec
-from .executorch_backend import PteRunner, lower_to_pte
+from .encoders import (TOWERS, example_inputs, input_specs, make_encoder, output_spec, text_lengths, text_method,
+                       used_length)
+from .executorch_backend import LengthBucketRunner, PteRunner, lower_methods_to_pte, lower_to_pte
 from .inputs import (LENGTH_CALIBRATION, LENGTH_PARITY, EvalSet, InputsError, default_eval_set, default_length_pool,
                      eval_set_from_source, image_inputs, length_texts, read_labels, text_bucket, text_inputs)
 from .parity import THRESHOLDS, Parity, measure, structure_gate, top1_agreement
@@ -63,11 +70,11 @@ LATENCY_RUNS = 50
 LATENCY_THREADS = 2
 
 
-class ExportError(ValueError):
+class ExportError(DCClipError, ValueError):
     """Bad arguments or inputs to an export (unknown target or precision, missing data)."""
 
 
-class ParityGateError(RuntimeError):
+class ParityGateError(DCClipError, RuntimeError):
     """At least one artifact failed the parity gate; nothing was written."""
 
     def __init__(self, failures: list[str], manifests: dict[str, dict]):
@@ -199,36 +206,69 @@ def artifact_parity(tower: str, got: torch.Tensor, refs: References, quantized: 
 
 # --- one target -------------------------------------------------------------------------------
 
+def _text_bucket_inputs(inputs: list[tuple], length: int) -> list[tuple]:
+    """The texts that fit a length bucket, cut to it: what that bucket's method will see on a phone."""
+    return [(ids[:, :length], mask[:, :length]) for ids, mask in inputs if used_length(mask) <= length]
+
+
+def _lower_android(model, tower: str, recipe: str, calibration: list[tuple]):
+    """(lowered program, {length: method} for a text tower's length buckets, else None). Each bucket is
+    quantized on the calibration texts it will see (those that fit it)."""
+    cfg = model.cfg
+    if tower == "image":
+        example = example_inputs(cfg, tower)
+        q = quantize_encoder(make_encoder(model, tower), tower, recipe, example, calibration)
+        return lower_to_pte(q, example, "xnnpack"), None
+    methods, buckets = {}, {}
+    for length in text_lengths(cfg):
+        example = example_inputs(cfg, tower, length)
+        calib = _text_bucket_inputs(calibration, length)
+        if recipe == "int8" and not calib:
+            raise ExportError(f"no calibration text fits the {length}-token bucket; give texts of every length")
+        methods[text_method(cfg, length)] = (
+            quantize_encoder(make_encoder(model, tower, length), tower, recipe, example, calib), example)
+        buckets[length] = text_method(cfg, length)
+    return lower_methods_to_pte(methods, "xnnpack"), buckets
+
+
 def _build_android(model, refs, precisions, directory, log, latency) -> list[dict]:
     cfg = model.cfg
     artifacts, built = [], {}
     for tower in TOWERS:
-        encoder = make_encoder(model, tower)
-        example = example_inputs(cfg, tower)
         calibration = refs.image_calibration if tower == "image" else refs.text_calibration
         inputs = refs.image_inputs if tower == "image" else refs.text_inputs
         for precision in precisions:
             recipe = recipe_for(tower, precision)
             file = f"{tower}_encoder_xnnpack_{recipe}.pte"
-            if file not in built:
-                t0 = time.perf_counter()
-                q = quantize_encoder(encoder, tower, recipe, example, calibration)
-                lowered = lower_to_pte(q, example, "xnnpack")
-                (directory / file).write_bytes(lowered.buffer)
-                seconds = time.perf_counter() - t0
-                runner = PteRunner(directory / file)
-                got = runner.run_batch(inputs)
-                parity = artifact_parity(tower, got, refs, quantized=recipe != "fp32")
-                built[file] = {
-                    "tower": tower, "backend": "xnnpack", "format": "pte", "precision": recipe, "file": file,
-                    "size_bytes": len(lowered.buffer), "inputs": [s.to_dict() for s in input_specs(cfg, tower)],
-                    "output": output_spec(cfg).to_dict(), "quantization": describe_recipe(tower, recipe),
-                    "delegate_partitions": lowered.partitions, "ops_outside_delegate": lowered.ops_outside,
-                    "latency_ms_host": runner.latency_ms(example, LATENCY_RUNS) if latency else None,
-                    "export_seconds": round(seconds, 2), "parity": parity.to_dict(), "default": False}
-                log(f"  {file}: {len(lowered.buffer) / 1e6:.2f} MB, {lowered.partitions} XNNPACK partition(s), "
-                    f"outside {lowered.ops_outside or 'none'}; {parity.summary()}")
-                artifacts.append(built[file])
+            if file in built:
+                continue
+            t0 = time.perf_counter()
+            lowered, buckets = _lower_android(model, tower, recipe, calibration)
+            (directory / file).write_bytes(lowered.buffer)
+            seconds = time.perf_counter() - t0
+            runner = PteRunner(directory / file) if buckets is None else LengthBucketRunner(directory / file, buckets)
+            got = runner.run_batch(inputs)  # a text through the bucket the app would pick
+            parity = artifact_parity(tower, got, refs, quantized=recipe != "fp32")
+            full = runner if buckets is None else runner.runners[cfg.text.context_length]
+            built[file] = {
+                "tower": tower, "backend": "xnnpack", "format": "pte", "precision": recipe, "file": file,
+                "size_bytes": len(lowered.buffer), "inputs": [s.to_dict() for s in input_specs(cfg, tower)],
+                "output": output_spec(cfg).to_dict(), "quantization": describe_recipe(tower, recipe),
+                "delegate_partitions": lowered.partitions, "ops_outside_delegate": lowered.ops_outside,
+                "latency_ms_host": full.latency_ms(example_inputs(cfg, tower), LATENCY_RUNS) if latency else None,
+                "export_seconds": round(seconds, 2), "parity": parity.to_dict(), "default": False}
+            if buckets is not None:
+                built[file]["length_buckets"] = [
+                    {"length": L, "method": method, "delegate_partitions": lowered.methods[method]["partitions"],
+                     "latency_ms_host": (runner.runners[L].latency_ms(example_inputs(cfg, tower, L), LATENCY_RUNS)
+                                         if latency else None)} for L, method in buckets.items()]
+            by_length = "" if buckets is None else " ms, ".join(
+                f"{b['length']}: {b['latency_ms_host']:.2f}" for b in built[file]["length_buckets"]
+                if b["latency_ms_host"] is not None)
+            log(f"  {file}: {len(lowered.buffer) / 1e6:.2f} MB, {lowered.partitions} XNNPACK partition(s)"
+                f"{' per method' if buckets else ''}, outside {lowered.ops_outside or 'none'}"
+                f"{f'; host ms by length {by_length} ms' if by_length else ''}; {parity.summary()}")
+            artifacts.append(built[file])
     return artifacts
 
 
@@ -455,41 +495,41 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--prompts", default=None, metavar="DIR",
                     help="a tuned prompt (train.prompt_tune --save): its class embeddings ship for the label set it "
                          "was tuned for, a visual prompt goes into the image graph (lowering/prompts.py)")
-    args = ap.parse_args(argv)
-    try:
-        targets = resolve_targets(args.target)
-        precisions = resolve_precisions(targets, args.precision)
-        # None: the source's own label set (--images), else Fashion-MNIST's (the default images)
-        given = args.labels is not None or args.labels_zh is not None
-        labels = read_labels(args.labels, args.labels_zh) if given else None
-        if args.eval_images < 2:
-            raise ExportError(f"--eval-images must be >= 2, got {args.eval_images}")
-        source = open_source(args.images, args.split) if args.images is not None else None
-        check_writable_dir(args.out, "--out", ExportError)  # said now, not after the export
-        for t in targets:
-            if (Path(args.out) / t).exists() and not (Path(args.out) / t).is_dir():
-                raise ExportError(f"--out {args.out!r}: {str(Path(args.out) / t)!r} is a file; the {t} bundle is a "
-                                  "directory there. Move the file or give another --out")
-        if not Path(args.checkpoint).is_dir() and args.checkpoint == DEFAULT_CHECKPOINT:
-            raise CheckpointError(f"no checkpoint at the default {DEFAULT_CHECKPOINT!r}: run `python -m train.demo` "
-                                  "to make one, or pass --checkpoint DIR (a directory written by save_student)")
-        model, tokenizer = load_student(args.checkpoint)
-        folded = None
-        if args.prompts is not None:
-            from .prompts import fold_prompt
+    return run_main(ap, _run, argv)
 
-            folded = fold_prompt(args.prompts, model, tokenizer)
-            labels = folded.classes if labels is None else labels
-        n_cal, n_par = max(1, args.eval_images // 2), args.eval_images
-        eval_set = (default_eval_set(labels, n_calibration=n_cal, n_parity=n_par) if source is None else
-                    eval_set_from_source(source, labels, n_calibration=n_cal, n_parity=n_par, name=args.images))
+
+def _run(args: argparse.Namespace) -> int:
+    targets = resolve_targets(args.target)
+    precisions = resolve_precisions(targets, args.precision)
+    # None: the source's own label set (--images), else Fashion-MNIST's (the default images)
+    given = args.labels is not None or args.labels_zh is not None
+    labels = read_labels(args.labels, args.labels_zh) if given else None
+    if args.eval_images < 2:
+        raise ExportError(f"--eval-images must be >= 2, got {args.eval_images}")
+    source = open_source(args.images, args.split) if args.images is not None else None
+    check_writable_dir(args.out, "--out", ExportError)  # said now, not after the export
+    for t in targets:
+        if (Path(args.out) / t).exists() and not (Path(args.out) / t).is_dir():
+            raise ExportError(f"--out {args.out!r}: {str(Path(args.out) / t)!r} is a file; the {t} bundle is a "
+                              "directory there. Move the file or give another --out")
+    if not Path(args.checkpoint).is_dir() and args.checkpoint == DEFAULT_CHECKPOINT:
+        raise CheckpointError(f"no checkpoint at the default {DEFAULT_CHECKPOINT!r}: run `python -m train.demo` "
+                              "to make one, or pass --checkpoint DIR (a directory written by save_student)")
+    model, tokenizer = load_student(args.checkpoint)
+    folded = None
+    if args.prompts is not None:
+        from .prompts import fold_prompt
+
+        folded = fold_prompt(args.prompts, model, tokenizer)
+        labels = folded.classes if labels is None else labels
+    n_cal, n_par = max(1, args.eval_images // 2), args.eval_images
+    eval_set = (default_eval_set(labels, n_calibration=n_cal, n_parity=n_par) if source is None else
+                eval_set_from_source(source, labels, n_calibration=n_cal, n_parity=n_par, name=args.images))
+    try:
         result = export_bundles(model, tokenizer, targets, args.out, precisions, eval_set,
                                 allow_parity_failure=args.allow_parity_failure, checkpoint=args.checkpoint,
                                 measure_latency=not args.no_latency, prompt=folded)
-    except (ExportError, CheckpointError, InputsError, QuantizationError, PromptError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except ParityGateError as e:
+    except ParityGateError as e:  # exit 1, not 2: the inputs were fine, the artifacts are not
         print(f"error: {e}\nNo bundle was written. Re-run with --allow-parity-failure to write it anyway "
               "(the manifest will record the failure).", file=sys.stderr)
         return 1

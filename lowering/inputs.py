@@ -21,6 +21,7 @@ from dcclip_mobile.config import StudentConfig
 from dcclip_mobile.data import corpus
 from dcclip_mobile.data.fashion_mnist import CLASSES_EN, CLASSES_ZH, DatasetMissingError, FashionMNIST
 from dcclip_mobile.data.preprocess import ImageLoadError, ImagePreprocess, preprocess_image
+from dcclip_mobile.errors import DCClipError
 from dcclip_mobile.tokenizer import LENGTH_BUCKETS, BilingualTokenizer, length_bucket, normalize
 
 from .scoring import BUNDLE_TEMPLATES, LANGS, check_templates, fill, prompts
@@ -56,7 +57,7 @@ BUILTIN_LONG_TEXTS = [
 ]
 
 
-class InputsError(ValueError):
+class InputsError(DCClipError, ValueError):
     """Calibration or parity inputs cannot be made (missing data, bad label files, a bad image source)."""
 
 

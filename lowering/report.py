@@ -41,22 +41,23 @@ from dcclip_mobile.assets import assets_present
 from dcclip_mobile.data.labels import templates as clip_templates
 from dcclip_mobile.data.preprocess import ImagePreprocess, preprocess_image
 from dcclip_mobile.data.sources import open_image_source
+from dcclip_mobile.errors import DCClipError, run_main
 from dcclip_mobile.tokenizer import BilingualTokenizer
 from dcclip_mobile.timing import percentile, run_times_ms
 from dcclip_mobile.timing import threads as thread_setting
 from dcclip_mobile.zeroshot import topk_accuracy
 
 from . import scoring
-from .executorch_backend import PteRunner
+from .executorch_backend import LengthBucketRunner, PteRunner
 from .torchscript_backend import TorchScriptRunner
 
 REPORT_FORMAT_VERSION = 1
 ENTRY_FIELDS = ("name", "tower", "backend", "precision", "size_bytes", "latency_ms_median", "latency_ms_p90",
-                "peak_memory_bytes", "accuracy", "parity", "source", "scoring")
+                "peak_memory_bytes", "accuracy", "parity", "source", "scoring", "latency_ms_by_length")
 Runner = Callable[..., torch.Tensor]
 
 
-class ReportError(ValueError):
+class ReportError(DCClipError, ValueError):
     pass
 
 
@@ -116,6 +117,8 @@ def runner_for(bundle: Path, artifact: dict, manifest: dict | None = None) -> Ru
             raise ReportError(f"{str(path)!r} cannot be loaded by {runtime}: it is not an ExecuTorch program (no "
                               "\"ET\" identifier in its header). Re-export the bundle with `python -m lowering.export`")
     try:
+        if fmt == "pte" and artifact.get("length_buckets"):  # a text through the bucket the app would pick
+            return LengthBucketRunner(path, {b["length"]: b["method"] for b in artifact["length_buckets"]})
         return PteRunner(path) if fmt == "pte" else TorchScriptRunner(str(path))
     except Exception as e:  # noqa: BLE001 - any loader failure is a bad artifact, said in one line
         detail = str(e).strip().splitlines()[0] if str(e).strip() else "no detail"
@@ -283,7 +286,7 @@ def _build_report(bundle: str | Path, images: str = "fashion-mnist", limit: int 
             for tower in ("image", "text"):
                 med, p90 = timed(runners[tower], example[tower], runs)
                 entries.append(_entry(f"{tower}_encoder_eager_fp32", tower, "pytorch-eager", "fp32", None, med, p90,
-                                      None, acc, None, "host", rule))
+                                      None, acc, None, "host", rule, None))
 
     # accuracy belongs to an (image, text) pair of one backend and precision: computed once per pair
     pair_accuracy: dict[tuple[str, str], dict | None] = {}
@@ -292,7 +295,7 @@ def _build_report(bundle: str | Path, images: str = "fashion-mnist", limit: int 
         _reset_peak_rss()
         base = _rss_kb("VmRSS")
         run = runner_for(bundle, a, manifest)
-        med = p90 = peak = None
+        med = p90 = peak = by_length = None
         key = (a["backend"], a["precision"])
         if run is not None:
             args = example["image"] if a["tower"] == "image" else tuple(x.to(id_dtype) for x in example["text"])
@@ -302,6 +305,8 @@ def _build_report(bundle: str | Path, images: str = "fashion-mnist", limit: int 
                 raise ReportError(f"artifact {a['file']!r} loads but fails on the manifest's inputs ("
                                   f"{type(e).__name__}); re-export the bundle") from None
             peak = max(0, _rss_kb("VmHWM") - base) * 1024
+            if isinstance(run, LengthBucketRunner):  # each bucket, with a text that fills it
+                by_length = {L: timed(run, _text_of_length(tokenizer, L), runs)[0] for L in sorted(run.runners)}
             if key not in pair_accuracy:
                 pair = {t: next((b for b in manifest["artifacts"] if (b["backend"], b["precision"], b["tower"])
                                  == (*key, t)), None) for t in ("image", "text")}
@@ -311,7 +316,7 @@ def _build_report(bundle: str | Path, images: str = "fashion-mnist", limit: int 
                                       if None not in runs_.values() else None)
         acc = pair_accuracy.get(key)
         entries.append(_entry(Path(a["file"]).stem, a["tower"], a["backend"], a["precision"], a["size_bytes"],
-                              med, p90, peak, acc, a.get("parity"), "host", rule if acc else None))
+                              med, p90, peak, acc, a.get("parity"), "host", rule if acc else None, by_length))
 
     if device_json:
         entries += read_device_entries(device_json, device_rule)
@@ -321,8 +326,17 @@ def _build_report(bundle: str | Path, images: str = "fashion-mnist", limit: int 
             "host": {"threads": threads, "runs": runs, "batch": 1, "warmup": 5}, "artifacts": entries}
 
 
-def _entry(name, tower, backend, precision, size, med, p90, peak, acc, parity, source, rule) -> dict:
-    return dict(zip(ENTRY_FIELDS, (name, tower, backend, precision, size, med, p90, peak, acc, parity, source, rule)))
+def _entry(name, tower, backend, precision, size, med, p90, peak, acc, parity, source, rule, by_length=None) -> dict:
+    return dict(zip(ENTRY_FIELDS, (name, tower, backend, precision, size, med, p90, peak, acc, parity, source, rule,
+                                   by_length)))
+
+
+def _text_of_length(tokenizer: BilingualTokenizer, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inputs whose tokens fill exactly `length` positions (a text's cost depends on its length only)."""
+    t = tokenizer(["a photo of a bag, " * 40])
+    ids, mask = t["input_ids"], t["attention_mask"].clone()
+    mask[:, length:] = 0
+    return ids, mask
 
 
 def read_device_entries(path: str, rule: str | None = None) -> list[dict]:
@@ -378,6 +392,12 @@ def to_markdown(report: dict) -> str:
             _num(e["latency_ms_p90"], 1, 2), _num(e["peak_memory_bytes"], 1e6, 1),
             *[_pct(acc.get(lang, {}).get(k)) for lang in ("en", "zh") for k in ("top1", "top5")],
             _num(par.get("mean_cosine"), 1, 5), e.get("source") or "", e.get("scoring") or ""]) + " |")
+    bucketed = [e for e in report["artifacts"] if e.get("latency_ms_by_length")]
+    if bucketed:
+        lines += ["", "Text artifacts with length buckets run each text through the shortest bucket that holds it "
+                  "(the median above: the query `a photo of a bag.`); by bucket, a text that fills it:", ""]
+        lines += [f"- {e['name']}: " + ", ".join(f"{L} tokens {ms:.2f} ms" for L, ms in e["latency_ms_by_length"].items())
+                  for e in bucketed]
     lines += ["", "Core ML rows have no host figures: Core ML runs only on Apple platforms "
               "(`python -m lowering.verify_coreml BUNDLE` on macOS)."]
     return "\n".join(lines) + "\n"
@@ -438,24 +458,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device-json", help="figures measured on a phone by the demo apps (same schema)")
     ap.add_argument("--out", help="output directory (default: BUNDLE/../report-<target>)")
-    args = ap.parse_args(argv)
-    try:
-        for flag, value in (("--limit", args.limit), ("--runs", args.runs), ("--threads", args.threads)):
-            if value < 1:
-                raise ReportError(f"{flag} {value}: must be >= 1")
-        if args.device_json is not None:
-            read_device_entries(args.device_json)  # a bad file is said now, not after the measurements
-        manifest = bm.load_manifest(args.bundle)
-        out = Path(args.out) if args.out else Path(args.bundle).resolve().parent / f"report-{manifest['target']}"
-        check_writable_dir(out, "--out", ReportError)
-        templates = None if args.templates is None else first_clip_templates(args.templates)
-        report = build_report(args.bundle, args.images, args.limit, args.runs, args.threads, args.checkpoint,
-                              templates=templates, device_json=args.device_json,
-                              templates_rule=None if templates is None else
-                              f"first {len(templates['en'])} CLIP templates")
-    except (ReportError, bm.BundleError, ValueError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return run_main(ap, _run, argv)
+
+
+def _run(args: argparse.Namespace) -> int:
+    for flag, value in (("--limit", args.limit), ("--runs", args.runs), ("--threads", args.threads)):
+        if value < 1:
+            raise ReportError(f"{flag} {value}: must be >= 1")
+    if args.device_json is not None:
+        read_device_entries(args.device_json)  # a bad file is said now, not after the measurements
+    manifest = bm.load_manifest(args.bundle)
+    out = Path(args.out) if args.out else Path(args.bundle).resolve().parent / f"report-{manifest['target']}"
+    check_writable_dir(out, "--out", ReportError)
+    templates = None if args.templates is None else first_clip_templates(args.templates)
+    report = build_report(args.bundle, args.images, args.limit, args.runs, args.threads, args.checkpoint,
+                          templates=templates, device_json=args.device_json,
+                          templates_rule=None if templates is None else f"first {len(templates['en'])} CLIP templates")
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
     (out / "report.md").write_text(to_markdown(report))

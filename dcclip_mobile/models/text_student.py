@@ -112,13 +112,22 @@ class TextStudent(nn.Module):
         self.final_norm = make_norm(cfg.norm, cfg.width)
         self.proj = nn.Linear(cfg.width, embed_dim, bias=False)
         self.feature_dim = cfg.width
-        self.register_buffer("ones_row", torch.ones(1, cfg.context_length), persistent=False)
         nn.init.normal_(self.token_embedding.weight, std=0.02)
         nn.init.normal_(self.position_embedding, std=0.01)
         nn.init.normal_(self.proj.weight, std=cfg.width ** -0.5)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         check_text_inputs(input_ids, attention_mask, self.cfg.context_length)
+        return self._encode(input_ids, attention_mask)
+
+    def forward_prefix(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """forward() on the first n <= context_length positions ([B, n] inputs): the same outputs whenever every
+        token lies within them (pads are masked and positions absolute). A phone's text encoder is exported at a
+        few such lengths (length buckets), so a 10-token query does not pay for 64 positions."""
+        n = input_ids.shape[-1] if isinstance(input_ids, torch.Tensor) and input_ids.ndim == 2 else -1
+        if not 1 <= n <= self.cfg.context_length:
+            check_text_inputs(input_ids, attention_mask, self.cfg.context_length)  # says what was expected
+        check_text_inputs(input_ids, attention_mask, n)
         return self._encode(input_ids, attention_mask)
 
     def forward_trimmed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, groups: int = 4
@@ -165,13 +174,14 @@ class TextStudent(nn.Module):
         b, n = mask.shape
         full = n == self.cfg.context_length  # a Python branch: the exported (full-length) graph has no slices
         positions = self.position_embedding if full else self.position_embedding[:n]
-        ones_row = self.ones_row if full else self.ones_row[:, :n]
         x = tokens + positions
         additive_mask = ((1.0 - mask) * MASK_VALUE).reshape(b, 1, n)  # broadcast over heads and queries
         for block in self.blocks:
             x = block(x, additive_mask)
         x = self.final_norm(x)
-        # masked mean as matmuls (sum() is not delegated): counts = mask @ 1, pooled = (mask/counts) @ x
-        counts = nn.functional.linear(mask, ones_row).clamp(min=1.0)  # [B,1]
+        # masked mean as matmuls (sum() is not delegated): counts = mask . mask (= the sum of a 0/1 mask, and
+        # unlike mask @ ones it needs no constant, which XNNPACK leaves outside once sliced to a length bucket)
+        m = mask.reshape(b, 1, n)
+        counts = torch.bmm(m, m.transpose(1, 2)).reshape(b, 1).clamp(min=1.0)  # [B,1]
         pooled = torch.bmm((mask / counts).reshape(b, 1, n), x).reshape(b, -1)
         return pooled, self.proj(pooled)

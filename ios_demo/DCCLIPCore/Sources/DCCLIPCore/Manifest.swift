@@ -24,6 +24,8 @@ public final class Manifest {
         public let isDefault: Bool
         public let inputs: [[String: Any]]
         public let output: [String: Any]
+        /// Text artifacts: the lengths the program runs (one, the context length, unless it has buckets).
+        public let lengthBuckets: LengthBuckets
 
         /// The artifact's name in reports: its file name without the extension.
         public var name: String { (file as NSString).deletingPathExtension }
@@ -105,7 +107,8 @@ public final class Manifest {
 
         let tw = "\(w) text"
         let text = try JSON.obj(m["text"], tw)
-        contextLength = try JSON.int(JSON.get(text, "context_length", tw), "\(tw) context_length")
+        let context = try JSON.int(JSON.get(text, "context_length", tw), "\(tw) context_length")
+        contextLength = context // a local too: the artifacts' closure below may not read self before init ends
         vocabSize = try JSON.int(JSON.get(text, "vocab_size", tw), "\(tw) vocab_size")
         let sp = try JSON.obj(JSON.get(text, "special_ids", tw), "\(tw) special_ids")
         padId = try JSON.int(JSON.get(sp, "pad", tw), "pad")
@@ -139,7 +142,8 @@ public final class Manifest {
                 sizeBytes: JSON.int(JSON.get(a, "size_bytes", aw), "\(aw) size_bytes"),
                 isDefault: (a["default"] as? Bool) == true && JSON.isBool(a["default"]),
                 inputs: JSON.arr(JSON.get(a, "inputs", aw), "\(aw) inputs").map { try JSON.obj($0, "\(aw) input") },
-                output: JSON.obj(JSON.get(a, "output", aw), "\(aw) output"))
+                output: JSON.obj(JSON.get(a, "output", aw), "\(aw) output"),
+                lengthBuckets: LengthBuckets.of(a, contextLength: context, aw))
         }
         var table: [String: (sha256: String, sizeBytes: Int)] = [:]
         for (rel, entry) in try JSON.obj(m["files"], "\(w) files") {

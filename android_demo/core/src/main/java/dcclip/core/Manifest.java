@@ -37,8 +37,10 @@ public final class Manifest {
         public final long sizeBytes;
         public final boolean isDefault;
         public final Map<String, Object> raw;
+        /** Text artifacts: the lengths the .pte runs (one, the context length, unless it has buckets). */
+        public final LengthBuckets lengthBuckets;
 
-        Artifact(Map<String, Object> a, String where) {
+        Artifact(Map<String, Object> a, String where, int contextLength) {
             raw = a;
             tower = Json.str(Json.get(a, "tower", where), where + " tower");
             backend = Json.str(Json.get(a, "backend", where), where + " backend");
@@ -47,6 +49,7 @@ public final class Manifest {
             file = Json.str(Json.get(a, "file", where), where + " file");
             sizeBytes = Json.integer(Json.get(a, "size_bytes", where), where + " size_bytes");
             isDefault = Boolean.TRUE.equals(a.get("default"));
+            lengthBuckets = LengthBuckets.of(a, contextLength, where);
         }
 
         /** The artifact's name in reports: its file name without the extension. */
@@ -160,7 +163,8 @@ public final class Manifest {
 
         List<Object> arts = Json.arr(m.get("artifacts"), where + " artifacts");
         for (int k = 0; k < arts.size(); k++) {
-            artifacts.add(new Artifact(Json.obj(arts.get(k), where + " artifacts[" + k + "]"), where + " artifacts[" + k + "]"));
+            artifacts.add(new Artifact(Json.obj(arts.get(k), where + " artifacts[" + k + "]"), where + " artifacts[" + k + "]",
+                    contextLength));
         }
         Map<String, Object> table = Json.obj(m.get("files"), where + " files");
         Map<String, Map<String, Object>> ft = new TreeMap<>();

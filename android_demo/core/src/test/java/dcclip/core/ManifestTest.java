@@ -109,6 +109,13 @@ public class ManifestTest {
     }
 
     @Test
+    public void refusesALengthBucketMethodOutsideTheRule() throws IOException {
+        editManifest("\"method\": \"forward\"", "\"method\": \"../forward\"");
+        String msg = refusal(copy.toFile());
+        assertTrue(msg, msg.contains("length_buckets must be a list of"));
+    }
+
+    @Test
     public void refusesAnUnknownFormatVersion() throws IOException {
         editManifest("\"format_version\": 1", "\"format_version\": 2");
         String msg = refusal(copy.toFile());
@@ -172,6 +179,7 @@ public class ManifestTest {
     @Test
     public void refusesATokenizerFromAnotherBundle() throws IOException {
         editManifest("\"context_length\": ", "\"context_length\": 1");
+        editManifest("\"length\": ", "\"length\": 1"); // the text .pte's one bucket follows, as a re-export would
         String msg = refusal(copy.toFile());
         assertTrue(msg, msg.contains("do not belong together"));
     }

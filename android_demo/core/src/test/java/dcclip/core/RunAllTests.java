@@ -7,7 +7,7 @@ import org.junit.runner.notification.Failure;
 /** Runs every test class with JUnit 4 and ends with "N passed, M failed" (exit status 1 on a failure). */
 public final class RunAllTests {
     static final Class<?>[] CLASSES = {TokenizerTest.class, PreprocessTest.class, ManifestTest.class,
-        ScoringTest.class, BenchmarkTest.class, ClassifierTest.class, HostileBundleTest.class};
+        ScoringTest.class, BenchmarkTest.class, ClassifierTest.class, HostileBundleTest.class, LengthBucketsTest.class};
 
     public static void main(String[] args) {
         Result r = JUnitCore.runClasses(CLASSES);

@@ -20,6 +20,7 @@ class ExecuTorchEncoders(
 ) : Classifier.Encoders, AutoCloseable {
     private val image: Module? = imageArtifact?.let { load(it, "image") }
     private val text: Module? = textArtifact?.let { load(it, "text") }
+    private val textBuckets = textArtifact?.lengthBuckets
 
     private fun load(a: Manifest.Artifact, tower: String): Module {
         if (a.tower != tower || a.format != "pte") {
@@ -43,10 +44,12 @@ class ExecuTorchEncoders(
 
     override fun encodeText(encoding: Tokenizer.Encoding): FloatArray {
         val m = text ?: throw IllegalStateException("no text encoder loaded")
-        val shape = longArrayOf(1, encoding.inputIds.size.toLong())
-        val ids = Tensor.fromBlob(encoding.inputIds, shape)
-        val mask = Tensor.fromBlob(encoding.attentionMask, shape)
-        return m.forward(EValue.from(ids), EValue.from(mask))[0].toTensor().dataAsFloatArray
+        // the shortest length bucket that holds the tokens: a short query runs a shorter graph
+        val c = textBuckets!!.pick(encoding)
+        val shape = longArrayOf(1, c.length.toLong())
+        val ids = Tensor.fromBlob(c.inputIds, shape)
+        val mask = Tensor.fromBlob(c.attentionMask, shape)
+        return m.execute(c.method, EValue.from(ids), EValue.from(mask))[0].toTensor().dataAsFloatArray
     }
 
     override fun close() {
