@@ -31,10 +31,11 @@ TEACHER = {"map_channels": 1024, "map_size": 16, "text_dim": 1024, "embed_dim": 
 
 def batch_for(cfg, n: int, texts_per_image: int, device) -> dict:
     g = torch.Generator().manual_seed(0)
-    s, m, L = cfg.image.image_size, texts_per_image, 16
+    s, m, L = cfg.image.image_size, texts_per_image, cfg.text.context_length
     ids = torch.randint(5, cfg.text.vocab_size, (n, m, L), generator=g)
-    b = {"pixel_values": torch.randn(n, 3, s, s, generator=g), "input_ids": ids,
-         "attention_mask": torch.ones(n, m, L, dtype=torch.long),
+    mask = torch.zeros(n, m, L, dtype=torch.long)
+    mask[..., :min(16, L)] = 1  # prompt-length texts in a full-context tensor, as the tokenizer pads them
+    b = {"pixel_values": torch.randn(n, 3, s, s, generator=g), "input_ids": ids, "attention_mask": mask,
          "teacher_map": torch.randn(n, TEACHER["map_channels"], TEACHER["map_size"], TEACHER["map_size"], generator=g),
          "teacher_image_embedding": torch.nn.functional.normalize(torch.randn(n, TEACHER["embed_dim"], generator=g), dim=-1),
          "teacher_text_features": torch.randn(n, m, TEACHER["text_dim"], generator=g),

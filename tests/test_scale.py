@@ -19,7 +19,7 @@ from dcclip_mobile.data.shards import convert_pairs
 from dcclip_mobile.teachers import build_teacher
 from dcclip_mobile.teachers.cache import CacheMissingError, DiskSpaceError, TeacherCache, cache_image_features, check_disk_space
 from train import align, distill
-from train.device import DeviceError, resolve_amp, resolve_device
+from train.device import DeviceError, resolve_amp, resolve_channels_last, resolve_device
 from train.loop import read_metrics
 
 REPO = Path(__file__).resolve().parents[1]
@@ -62,6 +62,9 @@ def test_device_cuda_without_cuda_is_a_clear_error(tmp_path, capsys):
     with pytest.raises(DeviceError, match="fp16 needs a CUDA device"):
         resolve_amp("fp16", torch.device("cpu"))
     assert resolve_amp(None, torch.device("cpu")) == "off"
+    # NHWC by default where it was measured faster (CUDA), never forced on the CPU; a flag overrides both
+    assert [resolve_channels_last(None, torch.device(d)) for d in ("cuda", "cpu")] == [True, False]
+    assert resolve_channels_last(False, torch.device("cuda")) is False and resolve_channels_last(True, torch.device("cpu"))
     # the runner: one line, exit 2, before any work
     rc = distill.main(["--device", "cuda", "--preset", "tiny", "--steps", "1", "--warmup-steps", "0",
                        "--out", str(tmp_path / "x")])

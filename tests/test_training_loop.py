@@ -114,3 +114,18 @@ def test_resume_finds_a_checkpoint_whose_swap_was_interrupted(tiny_student, tiny
     ckpt.rename(tmp_path / ".checkpoint.old-12345")  # the state between the two renames
     run(tiny_student, tiny_tokenizer, tmp_path, cfg, resume=True)
     assert [m["step"] for m in read_metrics(tmp_path)] == [1, 2, 3, 4]
+
+
+@pytest.mark.parametrize("shape,size", [((4, 32, 7, 7), (16, 16)), ((2, 8, 5, 9), (3, 4)), ((2, 8, 16, 16), (7, 7))])
+def test_the_adapters_resize_is_bilinear_interpolation_forward_and_backward(shape, size):
+    """bilinear_resize (two matmuls, fast on a GPU) is F.interpolate's bilinear, up- and downsampling."""
+    import torch.nn.functional as F
+    from dcclip_mobile.losses import bilinear_resize
+    torch.manual_seed(0)
+    x = torch.randn(*shape, requires_grad=True)
+    want = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+    got = bilinear_resize(x, size)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    g_want, = torch.autograd.grad(want.square().sum(), x)
+    g_got, = torch.autograd.grad(got.square().sum(), x)
+    torch.testing.assert_close(g_got, g_want, atol=1e-4, rtol=1e-4)

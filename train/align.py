@@ -28,7 +28,7 @@ from dcclip_mobile.errors import UsageError, run_main
 
 from .cli import add_image_tower_args, add_train_args, train_config_from_args
 from .datasets import AlignSet, collate_skipping_bad
-from .device import add_device_args, resolve_amp, resolve_device
+from .device import add_device_args, resolve_amp, resolve_channels_last, resolve_device
 from .loop import TrainConfig, init_distributed, throughput_summary, train
 from .sources import add_image_source_args, image_source
 from .stages import AlignStage, OnlineTeacher
@@ -101,7 +101,7 @@ def run(args: argparse.Namespace) -> Path:
                        frozen_image_layers=args.freeze_image_layers, text_distill_weight=args.text_distill_weight,
                        image_lr_scale=args.image_lr_scale, online=online)
     ckpt = train(stage, data, collate_skipping_bad, tokenizer, cfg, args.out, resume=args.resume, stop_after=args.stop_after,
-                 desc=f"stage 2 align ({device.type}, amp {amp})", device=device, amp=amp, channels_last=args.channels_last,
+                 desc=f"stage 2 align ({device.type}, amp {amp})", device=device, amp=amp, channels_last=resolve_channels_last(args.channels_last, device),
                  extra_state={"init": str(args.init), "images": images_id})
     if info.is_main:
         atomic_write_text(Path(args.out) / "stage.json", json.dumps(

@@ -59,6 +59,12 @@ def resolve_device(spec: str = "auto") -> torch.device:
     raise DeviceError(f"--device {spec!r}: accepted {DEVICE_CHOICES}")
 
 
+def resolve_channels_last(channels_last: bool | None, device: torch.device) -> bool:
+    """--channels-last / --no-channels-last, or by default on for CUDA (cuDNN's depthwise and 1x1 convolutions
+    are faster in NHWC) and off on the CPU."""
+    return device.type == "cuda" if channels_last is None else channels_last
+
+
 def resolve_amp(amp: str | None, device: torch.device) -> str:
     """None -> bf16 on CUDA, off on the CPU; fp16 needs CUDA (the CPU has no fp16 gradient scaler path)."""
     if amp is None:
@@ -164,9 +170,10 @@ def add_device_args(ap: argparse.ArgumentParser, amp: bool = True) -> None:
     g = ap.add_argument_group("device")
     g.add_argument("--device", default="auto", help=f"{DEVICE_CHOICES} (auto: this rank's GPU when CUDA is present)")
     if amp:
-        g.add_argument("--channels-last", action="store_true",
-                       help="NHWC weights and pictures for the image tower; not yet measured on a GPU "
-                            "(bench/gpu_student_step.py compares it)")
+        g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                       help="NHWC weights and pictures for the image tower (default: on with CUDA, off on the CPU; "
+                            "a stage-1 step of `base` at batch 128 on an H200, bf16: 0.118 s NHWC vs 0.184 s NCHW, "
+                            "bench/gpu_student_step.py)")
         g.add_argument("--amp", default=None, choices=AMP_CHOICES,
                        help="mixed precision of the forward passes (default: bf16 on CUDA, off on the CPU); "
                             "weights, losses and optimizer state stay fp32")

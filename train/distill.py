@@ -35,7 +35,7 @@ from dcclip_mobile.errors import UsageError, run_main
 
 from .cli import add_image_tower_args, add_train_args, train_config_from_args
 from .datasets import DistillSet, collate_skipping_bad
-from .device import add_device_args, resolve_amp, resolve_device
+from .device import add_device_args, resolve_amp, resolve_channels_last, resolve_device
 from .loop import TrainConfig, init_distributed, throughput_summary, train
 from .sources import add_image_source_args, image_source
 from .stages import DistillStage, DistillWeights, OnlineTeacher
@@ -134,7 +134,7 @@ def run(args: argparse.Namespace) -> Path:
         data = DistillSet(images, pre, teacher_images, tokens, teacher_texts, args.texts_per_image)
         images_id = images.dataset_id
     ckpt = train(stage, data, collate_skipping_bad, tokenizer, cfg, out, resume=args.resume, stop_after=args.stop_after,
-                 desc=f"stage 1 distill ({mode} teacher, {device.type}, amp {amp})", device=device, amp=amp, channels_last=args.channels_last,
+                 desc=f"stage 1 distill ({mode} teacher, {device.type}, amp {amp})", device=device, amp=amp, channels_last=resolve_channels_last(args.channels_last, device),
                  extra_state={"teacher": teacher.teacher_id, "images": images_id})
     if info.is_main:
         atomic_write_text(out / "stage.json", json.dumps(
