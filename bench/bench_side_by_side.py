@@ -3,8 +3,9 @@
 
     python bench/bench_side_by_side.py [--runs 20] [--out bench/results/side_by_side.json]
 
-Batch 1, 224x224 images, text at each model's context (student 64 tokens, AltCLIP 64, TinyCLIP 77),
-2 threads. The student's and TinyCLIP's runners of one tower are timed interleaved (dcclip_mobile.timing:
+Batch 1, 224x224 images, text at each model's context (student 64 tokens, AltCLIP 64, TinyCLIP 77) and the
+student's text .pte at each of its length buckets (16, 32, 64: a short query runs in the 16-token method), 2
+threads. The student's and TinyCLIP's runners of one tower are timed interleaved (dcclip_mobile.timing:
 --rounds rounds of --runs calls each, in turn), so their ratios come from one run under the same drift; each
 row states its median and the spread of its per-round medians. AltCLIP's towers take seconds per call and
 are timed apart (median of a few calls). Random weights except the student's BatchNorm statistics
@@ -27,8 +28,8 @@ from peers import TinyCLIPImage, TinyCLIPText, altclip_towers, tinyclip_inputs  
 
 from dcclip_mobile.models import count_parameters  # noqa: E402
 from dcclip_mobile.timing import interleaved_ms, median_ms, threads  # noqa: E402
-from lowering.encoders import example_inputs, make_encoder  # noqa: E402
-from lowering.executorch_backend import PteRunner, lower_to_pte  # noqa: E402
+from lowering.encoders import example_inputs, make_encoder, text_lengths, text_method, used_length  # noqa: E402
+from lowering.executorch_backend import PteRunner, lower_methods_to_pte, lower_to_pte  # noqa: E402
 from lowering.inputs import default_eval_set, image_inputs, text_inputs  # noqa: E402
 from lowering.quantize import quantize_encoder  # noqa: E402
 
@@ -43,6 +44,29 @@ def pte_rows(model_name: str, tower: str, module, example, calibration) -> list[
                      "size_bytes": len(lowered.buffer), "partitions": lowered.partitions,
                      "run": (PteRunner(lowered.buffer), example)})
         print(f"  {model_name} {tower} .pte {precision}: {len(lowered.buffer) / 1e6:.1f} MB", flush=True)
+    return rows
+
+
+def bucket_rows(model_name: str, model, calibration) -> list[dict]:
+    """The student's text .pte as it ships: a method per length bucket in one program; a row per precision and
+    length, each timed on a text that fills its bucket."""
+    rows = []
+    cfg = model.cfg
+    for precision in ("fp32", "int8"):
+        methods = {}
+        for L in text_lengths(cfg):
+            ex = example_inputs(cfg, "text", L)
+            calib = [(i[:, :L], m[:, :L]) for i, m in calibration if used_length(m) <= L]
+            methods[text_method(cfg, L)] = (quantize_encoder(make_encoder(model, "text", L), "text", precision, ex, calib), ex)
+        lowered = lower_methods_to_pte(methods, "xnnpack")
+        for L in text_lengths(cfg):
+            ids = torch.randint(5, cfg.text.vocab_size, (1, L))
+            rows.append({"model": model_name, "tower": "text", "runtime": f"executorch-xnnpack-{precision}",
+                         "tokens": L, "size_bytes": len(lowered.buffer),
+                         "partitions": lowered.methods[text_method(cfg, L)]["partitions"],
+                         "run": (PteRunner(lowered.buffer, text_method(cfg, L)), (ids, torch.ones(1, L, dtype=torch.long)))})
+        print(f"  {model_name} text .pte {precision}, buckets {text_lengths(cfg)}: {len(lowered.buffer) / 1e6:.1f} MB",
+              flush=True)
     return rows
 
 
@@ -93,7 +117,8 @@ def measure(args: argparse.Namespace) -> None:
         ex = example_inputs(model.cfg, tower)
         rows.append({"model": "dcclip-small", "tower": tower, "runtime": "pytorch-eager-fp32",
                      "size_bytes": 4 * count_parameters(getattr(model, tower)), "run": (eager(enc), ex)})
-        rows += pte_rows("dcclip-small", tower, enc, ex, calib[tower])
+        rows += pte_rows("dcclip-small", tower, enc, ex, calib[tower]) if tower == "image" else \
+            bucket_rows("dcclip-small", model, calib[tower])
 
     print("TinyCLIP ViT-8M/16 + Text-3M", flush=True)
     torch.manual_seed(0)
@@ -108,34 +133,47 @@ def measure(args: argparse.Namespace) -> None:
     for tower in ("image", "text"):  # one interleaved timing per tower: the student's and the peer's together
         timed = [r for r in rows if r["tower"] == tower and "run" in r]
         print(f"timing {len(timed)} {tower} runners interleaved: {args.rounds} rounds x {args.runs} calls", flush=True)
-        result = interleaved_ms({f"{r['model']}/{r['runtime']}": r.pop("run") for r in timed},
-                                rounds=args.rounds, runs=args.runs)
+        result = interleaved_ms({_key(r): r.pop("run") for r in timed}, rounds=args.rounds, runs=args.runs)
         for r in timed:
-            t = result[f"{r['model']}/{r['runtime']}"]
+            t = result[_key(r)]
             r.update(latency_ms=t["median_ms"], spread_ms=t["spread_ms"])
 
-    def get(model, tower, runtime):
-        return next(r for r in rows if (r["model"], r["tower"], r["runtime"]) == (model, tower, runtime))
+    def get(model, tower, runtime, tokens=None):
+        return next(r for r in rows if (r["model"], r["tower"], r["runtime"]) == (model, tower, runtime)
+                    and r.get("tokens") in (tokens, None if tokens is None else -1))
 
     print(f"\nbatch 1, {args.threads} threads, median ms over {args.rounds} interleaved rounds x {args.runs} calls, "
           f"spread = min..max of the round medians (AltCLIP: median of {max(3, args.runs // 4)}, timed apart)\n")
-    print("| model | tower | runtime | size MB | latency ms | spread ms | XNNPACK partitions |")
-    print("|---|---|---|---|---|---|---|")
+    print("| model | tower | runtime | tokens | size MB | latency ms | spread ms | XNNPACK partitions |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         spread = "-" if "spread_ms" not in r else f"{r['spread_ms'][0]:.2f}-{r['spread_ms'][1]:.2f}"
-        print(f"| {r['model']} | {r['tower']} | {r['runtime']} | {r['size_bytes'] / 1e6:.1f} | {r['latency_ms']:.2f} "
-              f"| {spread} | {r.get('partitions', '')} |")
+        print(f"| {r['model']} | {r['tower']} | {r['runtime']} | {r.get('tokens', '')} | {r['size_bytes'] / 1e6:.1f} "
+              f"| {r['latency_ms']:.2f} | {spread} | {r.get('partitions', '')} |")
     ratios = {}
+    context = model.cfg.text.context_length
     for tower in ("image", "text"):
         teacher = get("altclip", tower, "pytorch-eager-fp32")["latency_ms"]
-        student = get("dcclip-small", tower, "executorch-xnnpack-int8")
+        student = get("dcclip-small", tower, "executorch-xnnpack-int8", context if tower == "text" else None)
         peer = get("tinyclip-8m16-3m", tower, "executorch-xnnpack-int8")
         ratios[tower] = {"teacher_over_student_int8": teacher / student["latency_ms"],
                          "peer_int8_over_student_int8_latency": peer["latency_ms"] / student["latency_ms"],
                          "peer_int8_over_student_int8_size": peer["size_bytes"] / student["size_bytes"]}
-    bundle = sum(get("dcclip-small", t, "executorch-xnnpack-int8")["size_bytes"] for t in ("image", "text"))
+    short = get("dcclip-small", "text", "executorch-xnnpack-int8", text_lengths(model.cfg)[0])
+    ratios["text_short"] = {"tokens": short["tokens"],
+                            "full_context_over_short": get("dcclip-small", "text", "executorch-xnnpack-int8",
+                                                           context)["latency_ms"] / short["latency_ms"],
+                            "peer_int8_over_student_int8_latency": get("tinyclip-8m16-3m", "text",
+                                                                       "executorch-xnnpack-int8")["latency_ms"]
+                            / short["latency_ms"]}
+    bundle = sum(get("dcclip-small", t, "executorch-xnnpack-int8", context if t == "text" else None)["size_bytes"]
+                 for t in ("image", "text"))
     print("\nratios:")
     for tower, r in ratios.items():
+        if tower == "text_short":
+            print(f"  a {r['tokens']}-token query (its bucket): {r['full_context_over_short']:.2f}x faster than the "
+                  f"{context}-token run; TinyCLIP int8 (77 tokens) / student int8: {r['peer_int8_over_student_int8_latency']:.2f}x")
+            continue
         print(f"  {tower}: AltCLIP eager / student int8 .pte = {r['teacher_over_student_int8']:.0f}x; "
               f"TinyCLIP int8 / student int8: latency {r['peer_int8_over_student_int8_latency']:.2f}x, "
               f"size {r['peer_int8_over_student_int8_size']:.2f}x")
@@ -146,6 +184,10 @@ def measure(args: argparse.Namespace) -> None:
                                "ratios": ratios,
                                "student_int8_encoders_bytes": bundle}, indent=2) + "\n")
     print(f"wrote {out}")
+
+
+def _key(r: dict) -> str:
+    return f"{r['model']}/{r['runtime']}" + (f"@{r['tokens']}" if "tokens" in r else "")
 
 
 if __name__ == "__main__":
