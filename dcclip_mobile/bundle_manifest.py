@@ -8,7 +8,7 @@ A bundle is one directory per target (OUT/android, OUT/ios, OUT/torchscript):
     golden/*.png             the golden images themselves (the apps preprocess them)
     tokenizer.model/.json    the bilingual SentencePiece tokenizer (tokenizer.json: for the Kotlin/Swift ports)
     class_embeddings.json    optional: unit-length text embeddings of a label set, English and Chinese
-    <tower>_encoder_<backend>_<precision>.pte | .mlpackage | .pt
+    <tower>_encoder_<backend>_<precision>.pte | .mlpackage | .pt   (artifact_file_name)
 
 manifest.json (format_version 1), every key always present:
     format_version, target ("android" | "ios" | "torchscript"), created_by, created_at
@@ -33,6 +33,7 @@ manifest.json (format_version 1), every key always present:
                      attention-mask 1), its input_ids and attention_mask cut to that length [1, length];
                      an artifact without the key takes [1, context_length] in "forward"}
                      Core ML artifacts take int32 ids (Core ML has no int64 inputs); the others int64.
+                     Each entry is an `Artifact` record's to_dict() (below), key for key.
     default_precision: the precision of the default artifacts
     parity_gate:    {thresholds {...}, passed (bool), overridden (bool), failures [..]}
     class_embeddings: null | {file, labels_en [..], labels_zh [..], templates {"en": [..], "zh": [..]}}: each
@@ -60,6 +61,7 @@ golden.json (format_version 1):
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from pathlib import Path
 
@@ -78,6 +80,56 @@ REQUIRED_KEYS = ("format_version", "target", "student", "embed_dim", "logit_scal
 
 class BundleError(DCClipError, ValueError):
     """A bundle directory is missing, incomplete, or does not match its manifest."""
+
+
+FILE_SUFFIXES = {"pte": ".pte", "mlpackage": ".mlpackage", "torchscript": ".pt"}  # by artifact format
+
+
+def artifact_file_name(tower: str, backend: str, fmt: str, precision: str) -> str:
+    """The file an artifact is written to: one name per (tower, backend, format, precision)."""
+    return f"{tower}_encoder_{backend}_{precision}{FILE_SUFFIXES[fmt]}"
+
+
+@dataclasses.dataclass
+class Artifact:
+    """One entry of the manifest's "artifacts" (the schema above); `to_dict()` is that entry, key for key, in
+    the order written. `length_buckets` is None for every artifact but an XNNPACK text one, and then absent
+    from the entry."""
+
+    tower: str
+    backend: str
+    format: str
+    precision: str
+    file: str
+    size_bytes: int
+    inputs: list[dict]
+    output: dict
+    quantization: dict
+    delegate_partitions: int | None
+    ops_outside_delegate: dict[str, int] | None
+    latency_ms_host: float | None
+    export_seconds: float
+    parity: dict
+    default: bool = False
+    length_buckets: list[dict] | None = None
+
+    def to_dict(self) -> dict:
+        entry = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        if self.length_buckets is None:
+            del entry["length_buckets"]
+        return entry
+
+    @classmethod
+    def from_dict(cls, entry: dict) -> "Artifact":
+        """The record of a manifest's artifact entry; BundleError naming the keys it lacks or does not know."""
+        names = [f.name for f in dataclasses.fields(cls)]
+        missing = [k for k in names if k != "length_buckets" and k not in entry]
+        unknown = sorted(set(entry) - set(names))
+        problems = ([f"lacks {', '.join(missing)}"] if missing else []) + (
+            [f"has unknown keys {', '.join(unknown)}"] if unknown else [])
+        if problems:
+            raise BundleError(f"artifact {_show(entry.get('file'))} {' and '.join(problems)}; re-export the bundle")
+        return cls(**entry)
 
 
 def file_sha256(path: str | Path) -> str:

@@ -15,7 +15,7 @@ from dcclip_mobile import bundle_manifest as bm
 from dcclip_mobile.models import DCCLIPStudent
 from dcclip_mobile.tokenizer import NORMALIZATION, BilingualTokenizer
 
-from .encoders import TensorSpec, input_specs, output_spec
+from .encoders import input_specs, output_spec, spec_dicts
 from .inputs import EvalSet, image_preprocess_description, preprocess
 from .scoring import LANGS, prototypes
 
@@ -94,10 +94,6 @@ def calibration_entry(eval_set: EvalSet) -> dict:
             "texts": len(eval_set.calibration_texts or eval_set.parity_texts())}
 
 
-def _specs(specs: list[TensorSpec]) -> list[dict]:
-    return [s.to_dict() for s in specs]
-
-
 def base_manifest(target: str, model: DCCLIPStudent, tokenizer: BilingualTokenizer, checkpoint: str | None,
                   checkpoint_sha256: dict[str, str], checkpoint_from_bundle: str | None = None) -> dict:
     """checkpoint: the path as given; checkpoint_from_bundle: the same checkpoint relative to the bundle
@@ -113,9 +109,10 @@ def base_manifest(target: str, model: DCCLIPStudent, tokenizer: BilingualTokeniz
                     "checkpoint_from_bundle": checkpoint_from_bundle, "checkpoint_sha256": checkpoint_sha256},
         "embed_dim": cfg.embed_dim,
         "logit_scale": float(model.scale().detach()),
-        "image": {"inputs": _specs(input_specs(cfg, "image")), "output": output_spec(cfg).to_dict(),
+        "image": {"inputs": spec_dicts(input_specs(cfg, "image")), "output": output_spec(cfg).to_dict(),
                   "preprocess": image_preprocess_description(cfg)},
-        "text": {"inputs": _specs(input_specs(cfg, "text", id_dtype=id_dtype)), "output": output_spec(cfg).to_dict(),
+        "text": {"inputs": spec_dicts(input_specs(cfg, "text", id_dtype=id_dtype)),
+                 "output": output_spec(cfg).to_dict(),
                  "context_length": tokenizer.context_length, "vocab_size": tokenizer.vocab_size,
                  "special_ids": {"pad": tokenizer.pad_id, "unk": tokenizer.unk_id, "bos": tokenizer.bos_id,
                                  "eos": tokenizer.eos_id},

@@ -181,6 +181,11 @@ def coreml_structure(package: str | Path) -> dict:
             "ops": ops}
 
 
+def package_size(package: str | Path) -> int:
+    """Bytes of the files in an .mlpackage (a directory)."""
+    return sum(p.stat().st_size for p in Path(package).rglob("*") if p.is_file())
+
+
 def check_coreml_structure(package: str | Path, inputs: list[dict], outputs: list[dict]) -> list[str]:
     """Problems (empty when none) between a package and the manifest's inputs/outputs."""
     found = coreml_structure(package)

@@ -78,6 +78,11 @@ class TensorSpec:
         return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
 
 
+def spec_dicts(specs: list[TensorSpec]) -> list[dict]:
+    """Specs as the manifest lists them."""
+    return [s.to_dict() for s in specs]
+
+
 SHORT_TEXT_LENGTHS = (16, 32)  # below the context: class prompts and most typed queries fit 16 tokens
 
 

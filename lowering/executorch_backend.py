@@ -15,7 +15,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from dcclip_mobile.timing import median_ms
+BACKEND_NAMES = {"xnnpack": "XNNPACK", "coreml": "Core ML"}
 
 
 @dataclass
@@ -25,6 +25,13 @@ class LoweredProgram:
     partitions: int  # delegate calls in a method (the most of any method)
     ops_outside: dict[str, int] = field(default_factory=dict)  # ops the portable/quantized kernels run, all methods
     methods: dict[str, dict] = field(default_factory=dict)  # per method: {"partitions", "ops_outside"}
+
+    def whole_graph_problems(self) -> list[str]:
+        """Why the graph is not one delegate partition with nothing outside it (empty when it is)."""
+        if self.partitions == 1 and not self.ops_outside:
+            return []
+        return [f"expected the whole graph in one {BACKEND_NAMES[self.backend]} partition, got {self.partitions} "
+                f"partition(s) and outside ops {self.ops_outside}"]
 
 
 def _register_quantized_kernels() -> None:
@@ -120,13 +127,11 @@ class PteRunner:
 
     @property
     def input_meta(self) -> list[dict]:
-        meta = self.method.metadata
-        return [_tensor_info(meta.input_tensor_meta(i)) for i in range(meta.num_inputs())]
+        return method_io(self.method.metadata)[0]
 
     @property
     def output_meta(self) -> list[dict]:
-        meta = self.method.metadata
-        return [_tensor_info(meta.output_tensor_meta(i)) for i in range(meta.num_outputs())]
+        return method_io(self.method.metadata)[1]
 
     def __call__(self, *inputs: torch.Tensor) -> torch.Tensor:
         out = self.method.execute([x.contiguous() for x in inputs])
@@ -136,10 +141,6 @@ class PteRunner:
         """Run each batch-1 input tuple; concatenate the outputs."""
         return torch.cat([self(*args) for args in inputs])
 
-    def latency_ms(self, args: tuple[torch.Tensor, ...], runs: int = 50, warmup: int = 5) -> float:
-        """Median wall time of one forward, in milliseconds (threads: whatever torch/XNNPACK use)."""
-        return median_ms(self, args, runs, warmup)
-
 
 # c10::ScalarType codes, as TensorInfo.dtype() returns them
 _SCALAR_TYPES = {3: "int32", 4: "int64", 5: "float16", 6: "float32", 11: "bool"}
@@ -148,6 +149,27 @@ _SCALAR_TYPES = {3: "int32", 4: "int64", 5: "float16", 6: "float32", 11: "bool"}
 def _tensor_info(info) -> dict:
     code = int(info.dtype())
     return {"shape": list(info.sizes()), "dtype": _SCALAR_TYPES.get(code, f"scalar_type_{code}")}
+
+
+def method_io(meta) -> tuple[list[dict], list[dict]]:
+    """([{shape, dtype}] of the inputs, the same of the outputs) of a method's MethodMeta."""
+    return ([_tensor_info(meta.input_tensor_meta(i)) for i in range(meta.num_inputs())],
+            [_tensor_info(meta.output_tensor_meta(i)) for i in range(meta.num_outputs())])
+
+
+def check_pte_structure(path: str | Path, inputs: list[dict], outputs: list[dict],
+                        method: str = "forward") -> list[str]:
+    """Problems (empty when none) between a .pte method's inputs/outputs and the manifest's. Reads the program's
+    metadata only, so a .pte whose delegate this runtime lacks (Core ML) is checked too."""
+    from executorch.runtime import Runtime
+
+    got_in, got_out = method_io(Runtime.get().load_program(str(path)).metadata(method))
+    problems = []
+    for kind, want, got in (("input", inputs, got_in), ("output", outputs, got_out)):
+        want = [{"shape": list(s["shape"]), "dtype": s["dtype"]} for s in want]
+        if got != want:
+            problems.append(f"{Path(path).name}: {kind}s are {got}, the manifest says {want}")
+    return problems
 
 
 class LengthBucketRunner:

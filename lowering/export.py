@@ -23,6 +23,10 @@ Library use (what tests, the report and the demo call):
     result = export_bundles(model, tokenizer, ["android"], out_dir, precisions={"android": ["int8"]})
     result = export_bundles(..., images=ElevaterFolder("data/cifar-10"))   # calibrate on your own images
     result.manifests["android"]  -> the manifest dict (schema: dcclip_mobile/bundle_manifest.py)
+    result.artifacts["android"]  -> its artifacts as bundle_manifest.Artifact records
+
+Export is a loop over towers (lowering/towers.py: each tower's encoder, example inputs, specs and parity inputs)
+and precisions; `artifact_plan` says what a target ships per tower, BUILDERS how each kind is built and checked.
 """
 from __future__ import annotations
 
@@ -35,30 +39,26 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-
 from dcclip_mobile import bundle_manifest as bm
 from dcclip_mobile.atomic import atomic_directory, check_writable_dir
 from dcclip_mobile.checkpoint import CHECKPOINT_FILES, CheckpointError, load_student
 from dcclip_mobile.data.sources import IMAGE_SOURCES, open_image_source
 from dcclip_mobile.errors import DCClipError, run_main
 from dcclip_mobile.models import DCCLIPStudent
-from dcclip_mobile.prompt_tuning.prompts import PromptError
 from dcclip_mobile.timing import median_ms, threads
 from dcclip_mobile.tokenizer import BilingualTokenizer
 
 from . import bundle as bundle_parts
 from .coreml_backend import (COREML_PRECISIONS, check_coreml_structure, convert_coreml, coreml_delegate_compile_specs,
-                             describe_precision)
-from .encoders import (TOWERS, example_inputs, input_specs, make_encoder, output_spec, text_lengths, text_method,
-                       used_length)
-from .executorch_backend import LengthBucketRunner, PteRunner, lower_methods_to_pte, lower_to_pte
-from .inputs import (LENGTH_CALIBRATION, LENGTH_PARITY, EvalSet, InputsError, default_eval_set, default_length_pool,
-                     eval_set_from_source, image_inputs, length_texts, read_labels, text_bucket, text_inputs)
-from .parity import THRESHOLDS, Parity, measure, structure_gate, top1_agreement
-from .quantize import XNNPACK_PRECISIONS, QuantizationError, describe_recipe, quantize_encoder, recipe_for
-from .scoring import prototypes
+                             describe_precision, package_size)
+from .encoders import TOWERS, spec_dicts
+from .encoders import example_inputs, make_encoder  # noqa: F401  (tests/test_lowering.py imports them from here)
+from .executorch_backend import LengthBucketRunner, PteRunner, check_pte_structure, lower_methods_to_pte, lower_to_pte
+from .inputs import EvalSet, InputsError, default_eval_set, eval_set_from_source, read_labels
+from .parity import THRESHOLDS, structure_gate
+from .quantize import XNNPACK_PRECISIONS, describe_recipe, quantize_encoder, recipe_for
 from .torchscript_backend import TorchScriptRunner, trace_encoder
+from .towers import References, Tower, artifact_parity, make_references, make_towers
 
 TARGETS = ("android", "ios", "torchscript")
 PRECISIONS = {"android": XNNPACK_PRECISIONS, "ios": COREML_PRECISIONS, "torchscript": ("fp32",)}
@@ -87,6 +87,7 @@ class ParityGateError(DCClipError, RuntimeError):
 class ExportResult:
     bundles: dict[str, Path] = field(default_factory=dict)
     manifests: dict[str, dict] = field(default_factory=dict)
+    artifacts: dict[str, list[bm.Artifact]] = field(default_factory=dict)  # the records of manifests' artifacts
     seconds: float = 0.0
     gate_passed: bool = True
 
@@ -118,262 +119,125 @@ def resolve_precisions(targets: list[str], precision: str | None) -> dict[str, l
     return out
 
 
-# --- references -------------------------------------------------------------------------------
+# --- the artifacts ----------------------------------------------------------------------------
 
-@dataclass
-class References:
-    """The eager student's answers on the parity inputs, computed once per export."""
-
-    image_inputs: list[tuple]
-    image_calibration: list[tuple]
-    text_inputs: list[tuple]
-    text_calibration: list[tuple]
-    text_languages: list[str]
-    text_buckets: list[str]  # per parity text: its language and length bucket ("zh 50-64")
-    image: torch.Tensor  # [N,D]
-    text: torch.Tensor  # [T,D]
-    # per language: where its decision prompts sit in `text` (group-major), and the prompts per group
-    decisions: dict[str, tuple[slice, int]]
-    length_texts: dict = field(default_factory=dict)  # what filled the length buckets: the manifest's record
-
-
-def _decision_slices(eval_set: EvalSet) -> dict[str, tuple[slice, int]]:
-    """parity_texts() starts with the decision groups, language after language: their rows in `text`."""
-    out, start = {}, 0
-    for lang, groups in eval_set.decision_groups().items():
-        n = sum(len(g) for g in groups)
-        out[lang], start = (slice(start, start + n), len(groups[0])), start + n
-    return out
-
-
-def length_sets(tokenizer: BilingualTokenizer, eval_set: EvalSet) -> tuple[list, list, str]:
-    """(parity texts, calibration texts, where from): each length bucket up to the context filled per language,
-    LENGTH_PARITY texts for the gate and LENGTH_CALIBRATION other ones for calibration."""
-    if eval_set.length_pool is not None:
-        pool_p = pool_c = eval_set.length_pool
-        source = "given"
+def artifact_plan(target: str, tower: str, precisions: list[str]) -> list[tuple[str, str, str]]:
+    """(backend, format, precision) of each artifact a target ships for a tower, in manifest order, each once
+    (8da4w's image tower is the int8 recipe)."""
+    if target == "android":
+        plan = [("xnnpack", "pte", recipe_for(tower, p)) for p in precisions]
+    elif target == "ios":  # and the ExecuTorch Core ML delegate: same graph, for apps on the ExecuTorch iOS runtime
+        plan = [("coreml", "mlpackage", p) for p in precisions] + [("coreml", "pte", "fp16")]
     else:
-        pool_p, source = default_length_pool(seed=1)
-        pool_c, _ = default_length_pool(seed=2)
-    parity = length_texts(tokenizer, pool_p, LENGTH_PARITY)
-    calibration = length_texts(tokenizer, pool_c, LENGTH_CALIBRATION, exclude={t for _, t in parity})
-    return parity, calibration, source
+        plan = [("torchscript", "torchscript", p) for p in precisions]
+    return list(dict.fromkeys(plan))
 
 
-def _interleave(a: list, b: list) -> list:
-    """a and b alternately (the longer one's rest at the end), so a prefix of the calibration holds both."""
-    out = []
-    for i in range(max(len(a), len(b))):
-        out += ([a[i]] if i < len(a) else []) + ([b[i]] if i < len(b) else [])
-    return out
-
-
-@torch.no_grad()
-def make_references(model: DCCLIPStudent, tokenizer: BilingualTokenizer, eval_set: EvalSet) -> References:
-    cfg = model.cfg
-    long_parity, long_calibration, source = length_sets(tokenizer, eval_set)
-    parity_texts = eval_set.parity_texts() + long_parity
-    imgs = image_inputs(eval_set.parity_images, cfg)
-    txts = text_inputs([t for _, t in parity_texts], tokenizer)
-    calib_texts = _interleave(eval_set.calibration_texts or eval_set.parity_texts(), long_calibration)
-    image_enc, text_enc = make_encoder(model, "image"), make_encoder(model, "text")
-    return References(
-        image_inputs=imgs, image_calibration=image_inputs(eval_set.calibration_images, cfg),
-        text_inputs=txts, text_calibration=text_inputs([t for _, t in calib_texts], tokenizer),
-        text_languages=[lang for lang, _ in parity_texts],
-        text_buckets=[text_bucket(lang, int(mask.sum())) for (lang, _), (_, mask) in zip(parity_texts, txts)],
-        image=torch.cat([image_enc(*a) for a in imgs]), text=torch.cat([text_enc(*a) for a in txts]),
-        decisions=_decision_slices(eval_set),
-        length_texts={"source": source, "parity": len(long_parity), "calibration": len(long_calibration),
-                      "per_bucket": {"parity": LENGTH_PARITY, "calibration": LENGTH_CALIBRATION}})
-
-
-def artifact_parity(tower: str, got: torch.Tensor, refs: References, quantized: bool) -> Parity:
-    """Cosine figures and zero-shot top-1 agreement (English and Chinese class sets pooled), classes
-    built by the bundle's scoring rule (the mean over a class's templates)."""
-    agree, n = 0.0, 0
-    for sl, k in refs.decisions.values():
-        classes = prototypes(refs.text[sl], k)
-        if tower == "image":
-            a, m = top1_agreement(refs.image, got, classes, classes)
-        else:
-            a, m = top1_agreement(refs.image, refs.image, classes, prototypes(got[sl], k))
-        agree, n = agree + a * m, n + m
-    reference = refs.image if tower == "image" else refs.text
-    return measure(reference, got, quantized, (agree / n, n) if n else None,
-                   buckets=refs.text_buckets if tower == "text" else None)
-
-
-# --- one target -------------------------------------------------------------------------------
-
-def _text_bucket_inputs(inputs: list[tuple], length: int) -> list[tuple]:
-    """The texts that fit a length bucket, cut to it: what that bucket's method will see on a phone."""
-    return [(ids[:, :length], mask[:, :length]) for ids, mask in inputs if used_length(mask) <= length]
-
-
-def _lower_android(model, tower: str, recipe: str, calibration: list[tuple]):
-    """(lowered program, {length: method} for a text tower's length buckets, else None). Each bucket is
-    quantized on the calibration texts it will see (those that fit it)."""
-    cfg = model.cfg
-    if tower == "image":
-        example = example_inputs(cfg, tower)
-        q = quantize_encoder(make_encoder(model, tower), tower, recipe, example, calibration)
-        return lower_to_pte(q, example, "xnnpack"), None
-    methods, buckets = {}, {}
-    for length in text_lengths(cfg):
-        example = example_inputs(cfg, tower, length)
-        calib = _text_bucket_inputs(calibration, length)
-        if recipe == "int8" and not calib:
+def _xnnpack_pte(tower: Tower, recipe: str, path: Path, refs: References, latency: bool, log) -> bm.Artifact:
+    """An Android .pte: a method per length bucket of the tower (one without), each quantized on the calibration
+    inputs it will see; the gate runs each parity input through the method the app would pick."""
+    t0 = time.perf_counter()
+    lengths = tower.lengths or (None,)
+    methods = {}
+    for length in lengths:
+        example, calibration = tower.example_inputs(length), tower.calibration(length)
+        if recipe == "int8" and length is not None and not calibration:
             raise ExportError(f"no calibration text fits the {length}-token bucket; give texts of every length")
-        methods[text_method(cfg, length)] = (
-            quantize_encoder(make_encoder(model, tower, length), tower, recipe, example, calib), example)
-        buckets[length] = text_method(cfg, length)
-    return lower_methods_to_pte(methods, "xnnpack"), buckets
+        methods[tower.method(length)] = (
+            quantize_encoder(tower.encoder(length), tower.name, recipe, example, calibration), example)
+    lowered = lower_methods_to_pte(methods, "xnnpack")
+    path.write_bytes(lowered.buffer)
+    seconds = time.perf_counter() - t0
+    buckets = {L: tower.method(L) for L in tower.lengths}
+    runner = LengthBucketRunner(path, buckets) if buckets else PteRunner(path)
+    parity = artifact_parity(tower, runner.run_batch(tower.parity_inputs), refs, quantized=recipe != "fp32")
+    per_method = runner.runners if buckets else {None: runner}
+    ms = {L: median_ms(per_method[L], tower.example_inputs(L), LATENCY_RUNS) if latency else None for L in lengths}
+    by_length = " ms, ".join(f"{L}: {ms[L]:.2f}" for L in tower.lengths if ms[L] is not None)
+    log(f"  {path.name}: {len(lowered.buffer) / 1e6:.2f} MB, {lowered.partitions} XNNPACK partition(s)"
+        f"{' per method' if buckets else ''}, outside {lowered.ops_outside or 'none'}"
+        f"{f'; host ms by length {by_length} ms' if by_length else ''}; {parity.summary()}")
+    return bm.Artifact(
+        tower=tower.name, backend="xnnpack", format="pte", precision=recipe, file=path.name,
+        size_bytes=len(lowered.buffer), inputs=spec_dicts(tower.input_specs()), output=tower.output_spec().to_dict(),
+        quantization=describe_recipe(tower.name, recipe), delegate_partitions=lowered.partitions,
+        ops_outside_delegate=lowered.ops_outside, latency_ms_host=ms[lengths[-1]], export_seconds=round(seconds, 2),
+        parity=parity.to_dict(),
+        length_buckets=[{"length": L, "method": m, "delegate_partitions": lowered.methods[m]["partitions"],
+                         "latency_ms_host": ms[L]} for L, m in buckets.items()] or None)
 
 
-def _build_android(model, refs, precisions, directory, log, latency) -> list[dict]:
-    cfg = model.cfg
-    artifacts, built = [], {}
-    for tower in TOWERS:
-        calibration = refs.image_calibration if tower == "image" else refs.text_calibration
-        inputs = refs.image_inputs if tower == "image" else refs.text_inputs
-        for precision in precisions:
-            recipe = recipe_for(tower, precision)
-            file = f"{tower}_encoder_xnnpack_{recipe}.pte"
-            if file in built:
-                continue
-            t0 = time.perf_counter()
-            lowered, buckets = _lower_android(model, tower, recipe, calibration)
-            (directory / file).write_bytes(lowered.buffer)
-            seconds = time.perf_counter() - t0
-            runner = PteRunner(directory / file) if buckets is None else LengthBucketRunner(directory / file, buckets)
-            got = runner.run_batch(inputs)  # a text through the bucket the app would pick
-            parity = artifact_parity(tower, got, refs, quantized=recipe != "fp32")
-            full = runner if buckets is None else runner.runners[cfg.text.context_length]
-            built[file] = {
-                "tower": tower, "backend": "xnnpack", "format": "pte", "precision": recipe, "file": file,
-                "size_bytes": len(lowered.buffer), "inputs": [s.to_dict() for s in input_specs(cfg, tower)],
-                "output": output_spec(cfg).to_dict(), "quantization": describe_recipe(tower, recipe),
-                "delegate_partitions": lowered.partitions, "ops_outside_delegate": lowered.ops_outside,
-                "latency_ms_host": full.latency_ms(example_inputs(cfg, tower), LATENCY_RUNS) if latency else None,
-                "export_seconds": round(seconds, 2), "parity": parity.to_dict(), "default": False}
-            if buckets is not None:
-                built[file]["length_buckets"] = [
-                    {"length": L, "method": method, "delegate_partitions": lowered.methods[method]["partitions"],
-                     "latency_ms_host": (runner.runners[L].latency_ms(example_inputs(cfg, tower, L), LATENCY_RUNS)
-                                         if latency else None)} for L, method in buckets.items()]
-            by_length = "" if buckets is None else " ms, ".join(
-                f"{b['length']}: {b['latency_ms_host']:.2f}" for b in built[file]["length_buckets"]
-                if b["latency_ms_host"] is not None)
-            log(f"  {file}: {len(lowered.buffer) / 1e6:.2f} MB, {lowered.partitions} XNNPACK partition(s)"
-                f"{' per method' if buckets else ''}, outside {lowered.ops_outside or 'none'}"
-                f"{f'; host ms by length {by_length} ms' if by_length else ''}; {parity.summary()}")
-            artifacts.append(built[file])
-    return artifacts
+def _coreml_package(tower: Tower, precision: str, path: Path, refs: References, latency: bool, log) -> bm.Artifact:
+    """An iOS .mlpackage; it cannot run here, so it passes a structure gate (predict: lowering.verify_coreml)."""
+    t0 = time.perf_counter()
+    ins, out = tower.input_specs(id_dtype="int32"), tower.output_spec()
+    convert_coreml(tower.encoder(), tower.example_inputs(), ins, out, precision).save(str(path))
+    seconds = time.perf_counter() - t0
+    parity = structure_gate(check_coreml_structure(path, spec_dicts(ins), [out.to_dict()]))
+    size = package_size(path)
+    log(f"  {path.name}: {size / 1e6:.2f} MB; {parity.summary()} (predict: macOS only, lowering.verify_coreml)")
+    return bm.Artifact(
+        tower=tower.name, backend="coreml", format="mlpackage", precision=precision, file=path.name, size_bytes=size,
+        inputs=spec_dicts(ins), output=out.to_dict(), quantization=describe_precision(precision),
+        delegate_partitions=None, ops_outside_delegate=None, latency_ms_host=None, export_seconds=round(seconds, 2),
+        parity=parity.to_dict())
 
 
-def _build_ios(model, refs, precisions, directory, log, latency) -> list[dict]:
-    cfg = model.cfg
+def _coreml_pte(tower: Tower, precision: str, path: Path, refs: References, latency: bool, log) -> bm.Artifact:
+    """The same graph through the ExecuTorch Core ML delegate: whole in one partition, its I/O as the manifest's."""
+    t0 = time.perf_counter()
+    lowered = lower_to_pte(tower.encoder(), tower.example_inputs(), "coreml",
+                           coreml_compile_specs=coreml_delegate_compile_specs())
+    path.write_bytes(lowered.buffer)
+    ins, out = spec_dicts(tower.input_specs()), tower.output_spec().to_dict()
+    parity = structure_gate(check_pte_structure(path, ins, [out]) + lowered.whole_graph_problems())
+    log(f"  {path.name}: {len(lowered.buffer) / 1e6:.2f} MB, {lowered.partitions} Core ML partition(s); "
+        f"{parity.summary()}")
+    return bm.Artifact(
+        tower=tower.name, backend="coreml", format="pte", precision=precision, file=path.name,
+        size_bytes=len(lowered.buffer), inputs=ins, output=out, quantization=describe_precision(precision),
+        delegate_partitions=lowered.partitions, ops_outside_delegate=lowered.ops_outside, latency_ms_host=None,
+        export_seconds=round(time.perf_counter() - t0, 2), parity=parity.to_dict())
+
+
+def _torchscript(tower: Tower, precision: str, path: Path, refs: References, latency: bool, log) -> bm.Artifact:
+    t0 = time.perf_counter()
+    data = trace_encoder(tower.encoder(), tower.example_inputs())
+    path.write_bytes(data)
+    seconds = time.perf_counter() - t0
+    runner = TorchScriptRunner(str(path))
+    parity = artifact_parity(tower, runner.run_batch(tower.parity_inputs), refs, quantized=False)
+    log(f"  {path.name}: {len(data) / 1e6:.2f} MB; {parity.summary()}")
+    return bm.Artifact(
+        tower=tower.name, backend="torchscript", format="torchscript", precision=precision, file=path.name,
+        size_bytes=len(data), inputs=spec_dicts(tower.input_specs()), output=tower.output_spec().to_dict(),
+        quantization={"scheme": "none"}, delegate_partitions=None, ops_outside_delegate=None,
+        latency_ms_host=median_ms(runner, tower.example_inputs(), LATENCY_RUNS) if latency else None,
+        export_seconds=round(seconds, 2), parity=parity.to_dict())
+
+
+BUILDERS = {("xnnpack", "pte"): _xnnpack_pte, ("coreml", "mlpackage"): _coreml_package,
+            ("coreml", "pte"): _coreml_pte, ("torchscript", "torchscript"): _torchscript}
+
+
+def build_artifacts(target: str, towers: tuple[Tower, ...], refs: References, precisions: list[str],
+                    directory: Path, log, latency: bool) -> list[bm.Artifact]:
+    """Write a target's artifacts into `directory`, tower by tower, precision by precision."""
     artifacts = []
-    for tower in TOWERS:
-        encoder = make_encoder(model, tower)
-        example = example_inputs(cfg, tower)
-        ins = input_specs(cfg, tower, id_dtype="int32")
-        out = output_spec(cfg)
-        for precision in precisions:
-            t0 = time.perf_counter()
-            file = f"{tower}_encoder_coreml_{precision}.mlpackage"
-            mlmodel = convert_coreml(encoder, example, ins, out, precision)
-            mlmodel.save(str(directory / file))
-            seconds = time.perf_counter() - t0
-            parity = structure_gate(check_coreml_structure(directory / file, [s.to_dict() for s in ins], [out.to_dict()]))
-            size = sum(p.stat().st_size for p in (directory / file).rglob("*") if p.is_file())
-            artifacts.append({
-                "tower": tower, "backend": "coreml", "format": "mlpackage", "precision": precision, "file": file,
-                "size_bytes": size, "inputs": [s.to_dict() for s in ins], "output": out.to_dict(),
-                "quantization": describe_precision(precision), "delegate_partitions": None,
-                "ops_outside_delegate": None, "latency_ms_host": None, "export_seconds": round(seconds, 2),
-                "parity": parity.to_dict(), "default": False})
-            log(f"  {file}: {size / 1e6:.2f} MB; {parity.summary()} (predict: macOS only, lowering.verify_coreml)")
-        # the ExecuTorch Core ML delegate: same graph, for apps on the ExecuTorch iOS runtime
-        t0 = time.perf_counter()
-        file = f"{tower}_encoder_coreml_fp16.pte"
-        lowered = lower_to_pte(encoder, example, "coreml", coreml_compile_specs=coreml_delegate_compile_specs())
-        (directory / file).write_bytes(lowered.buffer)
-        problems = _check_pte_structure(directory / file, input_specs(cfg, tower), out)
-        if lowered.partitions != 1 or lowered.ops_outside:
-            problems.append(f"expected the whole graph in one Core ML partition, got {lowered.partitions} "
-                            f"partition(s) and outside ops {lowered.ops_outside}")
-        parity = structure_gate(problems)
-        artifacts.append({
-            "tower": tower, "backend": "coreml", "format": "pte", "precision": "fp16", "file": file,
-            "size_bytes": len(lowered.buffer), "inputs": [s.to_dict() for s in input_specs(cfg, tower)],
-            "output": out.to_dict(), "quantization": describe_precision("fp16"),
-            "delegate_partitions": lowered.partitions, "ops_outside_delegate": lowered.ops_outside,
-            "latency_ms_host": None, "export_seconds": round(time.perf_counter() - t0, 2),
-            "parity": parity.to_dict(), "default": False})
-        log(f"  {file}: {len(lowered.buffer) / 1e6:.2f} MB, {lowered.partitions} Core ML partition(s); {parity.summary()}")
+    for tower in towers:
+        for backend, fmt, precision in artifact_plan(target, tower.name, precisions):
+            path = directory / bm.artifact_file_name(tower.name, backend, fmt, precision)
+            artifacts.append(BUILDERS[backend, fmt](tower, precision, path, refs, latency, log))
     return artifacts
 
 
-def _check_pte_structure(path: Path, ins, out) -> list[str]:
-    """A .pte whose delegate this runtime lacks (Core ML) still has its method's I/O metadata."""
-    from executorch.runtime import Runtime
-
-    meta = Runtime.get().load_program(str(path)).metadata("forward")
-    got_in = [(list(meta.input_tensor_meta(i).sizes()), int(meta.input_tensor_meta(i).dtype()))
-              for i in range(meta.num_inputs())]
-    got_out = [(list(meta.output_tensor_meta(i).sizes()), int(meta.output_tensor_meta(i).dtype()))
-               for i in range(meta.num_outputs())]
-    codes = {"float32": 6, "int64": 4, "int32": 3}
-    want_in = [(list(s.shape), codes[s.dtype]) for s in ins]
-    want_out = [(list(out.shape), codes[out.dtype])]
-    problems = []
-    if got_in != want_in:
-        problems.append(f"{path.name}: inputs {got_in} != expected {want_in}")
-    if got_out != want_out:
-        problems.append(f"{path.name}: outputs {got_out} != expected {want_out}")
-    return problems
-
-
-def _build_torchscript(model, refs, precisions, directory, log, latency) -> list[dict]:
-    cfg = model.cfg
-    artifacts = []
-    for tower in TOWERS:
-        t0 = time.perf_counter()
-        encoder = make_encoder(model, tower)
-        example = example_inputs(cfg, tower)
-        file = f"{tower}_encoder_torchscript_fp32.pt"
-        data = trace_encoder(encoder, example)
-        (directory / file).write_bytes(data)
-        seconds = time.perf_counter() - t0
-        runner = TorchScriptRunner(str(directory / file))
-        got = runner.run_batch(refs.image_inputs if tower == "image" else refs.text_inputs)
-        parity = artifact_parity(tower, got, refs, quantized=False)
-        lat = median_ms(runner, example, LATENCY_RUNS) if latency else None
-        artifacts.append({
-            "tower": tower, "backend": "torchscript", "format": "torchscript", "precision": "fp32", "file": file,
-            "size_bytes": len(data), "inputs": [s.to_dict() for s in input_specs(cfg, tower)],
-            "output": output_spec(cfg).to_dict(), "quantization": {"scheme": "none"}, "delegate_partitions": None,
-            "ops_outside_delegate": None, "latency_ms_host": lat, "export_seconds": round(seconds, 2),
-            "parity": parity.to_dict(), "default": False})
-        log(f"  {file}: {len(data) / 1e6:.2f} MB; {parity.summary()}")
-    return artifacts
-
-
-BUILDERS = {"android": _build_android, "ios": _build_ios, "torchscript": _build_torchscript}
-
-
-def _mark_defaults(artifacts: list[dict], target: str, precisions: list[str]) -> str:
-    """The default precision if it was built, else the first asked; per tower, the artifact an app loads."""
+def _mark_defaults(artifacts: list[bm.Artifact], target: str, precisions: list[str]) -> str:
+    """The default precision if it was built, else the first asked; per tower, the artifact an app loads: the
+    first that precision plans."""
     default = DEFAULT_PRECISION[target] if DEFAULT_PRECISION[target] in precisions else precisions[0]
     for tower in TOWERS:
-        wanted = recipe_for(tower, default) if target == "android" else default
-        fmt = "mlpackage" if target == "ios" else None
-        for a in artifacts:
-            if a["tower"] == tower and a["precision"] == wanted and fmt in (None, a["format"]):
-                a["default"] = True
-                break
+        file = bm.artifact_file_name(tower, *artifact_plan(target, tower, [default])[0])
+        next(a for a in artifacts if a.file == file).default = True
     return default
 
 
@@ -426,6 +290,7 @@ def export_bundles(model: DCCLIPStudent, tokenizer: BilingualTokenizer, targets:
 def _export(model, tokenizer, targets, out: Path, precisions, eval_set, log, measure_latency, checkpoint,
             allow_parity_failure, prompt, t_start: float) -> ExportResult:
     refs = make_references(model, tokenizer, eval_set)
+    towers = make_towers(model, refs)
     result = ExportResult()
     failures: list[str] = []
     with contextlib.ExitStack() as stack:
@@ -434,20 +299,20 @@ def _export(model, tokenizer, targets, out: Path, precisions, eval_set, log, mea
             directory = stack.enter_context(atomic_directory(out / target))
             log(f"[{target}] -> {out / target}")
             ps = precisions.get(target) or [DEFAULT_PRECISION[target]]
-            artifacts = BUILDERS[target](model, refs, ps, directory, log, measure_latency)
+            artifacts = build_artifacts(target, towers, refs, ps, directory, log, measure_latency)
             manifest = bundle_parts.base_manifest(target, model, tokenizer, None if checkpoint is None else str(checkpoint),
                                                   _checkpoint_hashes(checkpoint),
                                                   _checkpoint_from_bundle(checkpoint, out / target))
             manifest["default_precision"] = _mark_defaults(artifacts, target, ps)
-            manifest["artifacts"] = artifacts
+            manifest["artifacts"] = [a.to_dict() for a in artifacts]
             tokenizer.save(directory)
             bundle_parts.write_golden(directory, model, tokenizer, eval_set)
             manifest["class_embeddings"] = bundle_parts.write_class_embeddings(directory, model, tokenizer, eval_set)
             if prompt is not None:  # the tuned prompt's class embeddings replace the templates'
                 manifest["class_embeddings"] = prompt.write_class_embeddings(directory, manifest["class_embeddings"])
             manifest["calibration"] = bundle_parts.calibration_entry(eval_set)
-            mine = [f"{target}/{a['file']}: {'; '.join(a['parity']['failures'])}"
-                    for a in artifacts if not a["parity"]["passed"]]
+            mine = [f"{target}/{a.file}: {'; '.join(a.parity['failures'])}"
+                    for a in artifacts if not a.parity["passed"]]
             failures += mine
             manifest["parity_gate"] = {"thresholds": THRESHOLDS, "passed": not mine,
                                        "overridden": bool(mine) and allow_parity_failure, "failures": mine,
@@ -455,6 +320,7 @@ def _export(model, tokenizer, targets, out: Path, precisions, eval_set, log, mea
             manifest["files"] = bm.file_table(directory)
             (directory / bm.MANIFEST_FILE).write_text(json.dumps(manifest, ensure_ascii=False, indent=1) + "\n")
             staged[target] = manifest
+            result.artifacts[target] = artifacts
         result.manifests = staged
         if failures and not allow_parity_failure:
             raise ParityGateError(failures, staged)
