@@ -8,7 +8,7 @@
 #   WITH_IOS=1 android_demo/run_jvm_tests.sh       also export an iOS bundle (Core ML, +30 s): tested here and by the Swift tests
 #
 # Needs: Java 17 (javac) and JUnit 4 from Debian (`apt-get install -y junit4`; or JUNIT_JAR=path/to/junit4.jar
-# with HAMCREST_JAR), and the project's Python stack for make_golden.py. Ends with "N passed, M failed".
+# with HAMCREST_JAR), and the project's Python stack for lowering/golden.py. Ends with "N passed, M failed".
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 REPO="$(dirname "$HERE")"
@@ -28,10 +28,10 @@ done
 # 1. test vectors, from the real Python code (a gitignored directory)
 if [ -n "${GOLDEN_BUNDLE:-}" ]; then
   rm -rf "$GOLDEN"
-  (cd "$REPO" && $PY android_demo/tools/make_golden.py --out "$GOLDEN" --bundle "$GOLDEN_BUNDLE")
+  (cd "$REPO" && $PY -m lowering.golden --out "$GOLDEN" --bundle "$GOLDEN_BUNDLE")
 elif [ -z "${REUSE_GOLDEN:-}" ] || [ ! -f "$GOLDEN/cases.json" ]; then
   rm -rf "$GOLDEN"
-  (cd "$REPO" && $PY android_demo/tools/make_golden.py --out "$GOLDEN" ${WITH_IOS:+--ios})
+  (cd "$REPO" && $PY -m lowering.golden --out "$GOLDEN" ${WITH_IOS:+--ios})
 fi
 
 # 2. compile the core module, then its tests (one javac each: 2 cores are shared)

@@ -1,7 +1,7 @@
 """The Android demo's non-UI Java code, tested on the JVM against vectors from the real Python code.
 
 android_demo/run_jvm_tests.sh exports a tiny bundle with `python -m lowering.export`, writes extra vectors
-with the project's tokenizer and preprocessing (android_demo/tools/make_golden.py), compiles
+with the project's tokenizer and preprocessing (`python -m lowering.golden`), compiles
 android_demo/core with javac and runs its JUnit 4 tests. Needs a JDK 17 and Debian's junit4; without them
 the tests are skipped (a failure instead where CI=true: see `needs` in conftest.py).
 """

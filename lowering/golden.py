@@ -1,6 +1,7 @@
-"""Make the test vectors the apps' non-UI code is checked against, with the real Python code.
+"""Make the test vectors both apps' non-UI code is checked against (the Android core's JUnit tests through
+android_demo/run_jvm_tests.sh, the Swift core's XCTests), with the real Python code.
 
-    python android_demo/tools/make_golden.py [--out android_demo/build/golden] [--bundle DIR]
+    python -m lowering.golden [--out android_demo/build/golden] [--bundle DIR] [--ios]
 
 Without --bundle: trains a tiny bilingual tokenizer on a fixed corpus, builds a tiny student (seed 0),
 saves it with `save_student`, and exports an Android bundle with the real `python -m lowering.export`
@@ -37,16 +38,15 @@ import numpy as np
 import torch
 from PIL import Image
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO))
+REPO = Path(__file__).resolve().parents[1]
 
-from dcclip_mobile import bundle_manifest as bm  # noqa: E402
-from dcclip_mobile.checkpoint import save_student  # noqa: E402
-from dcclip_mobile.config import load_preset  # noqa: E402
-from dcclip_mobile.data.fashion_mnist import fashion_mnist_present  # noqa: E402
-from dcclip_mobile.data.preprocess import ImagePreprocess, preprocess_image, to_rgb  # noqa: E402
-from dcclip_mobile.models import DCCLIPStudent  # noqa: E402
-from dcclip_mobile.tokenizer import BilingualTokenizer, normalize, train_tokenizer  # noqa: E402
+from dcclip_mobile import bundle_manifest as bm
+from dcclip_mobile.checkpoint import save_student
+from dcclip_mobile.config import load_preset
+from dcclip_mobile.data.fashion_mnist import fashion_mnist_present
+from dcclip_mobile.data.preprocess import ImagePreprocess, preprocess_image, to_rgb
+from dcclip_mobile.models import DCCLIPStudent
+from dcclip_mobile.tokenizer import BilingualTokenizer, normalize, train_tokenizer
 
 CORPUS = [
     "a photo of a t-shirt.", "a photo of a trouser.", "a photo of a pullover.", "a photo of a dress.",
@@ -116,9 +116,10 @@ def export_bundle(checkpoint: Path, out: Path, target: str = "android") -> Path:
     if not fashion_mnist_present():
         # the CLI's parity images are Fashion-MNIST's; without the Debian package, the same exporter as a library
         from dcclip_mobile.checkpoint import load_student
-        from lowering.export import export_bundles
-        from lowering.inputs import CALIBRATION_TEMPLATES, FASHION_LABELS_EN, FASHION_LABELS_ZH, EvalSet
-        from lowering.scoring import fill
+
+        from .export import export_bundles
+        from .inputs import CALIBRATION_TEMPLATES, FASHION_LABELS_EN, FASHION_LABELS_ZH, EvalSet
+        from .scoring import fill
 
         print("note: Fashion-MNIST is not installed; exporting with synthetic parity images", flush=True)
         labels = {"en": FASHION_LABELS_EN, "zh": FASHION_LABELS_ZH}
@@ -176,7 +177,8 @@ def corpus_texts(per_lang: int = 120, per_script: int = 3) -> list[str]:
     per_script sentences holding each script the corpus has (by the first word of a character's Unicode name:
     CJK, LATIN, FULLWIDTH, DIGIT, GREEK, ...). Without the corpus assets: lowering's built-in long texts."""
     from dcclip_mobile.data import corpus
-    from lowering.inputs import BUILTIN_LONG_TEXTS
+
+    from .inputs import BUILTIN_LONG_TEXTS
 
     if not corpus.corpus_present():
         print("note: the corpus assets are not fetched; the long cases are the built-in texts", flush=True)
