@@ -1,4 +1,5 @@
-"""Shared fixtures: a tiny bilingual tokenizer and a tiny student, built once per session. And the one rule
+"""Shared fixtures: a tiny bilingual tokenizer and a tiny student, built once per session; drawn test images.
+And the one rule
 for tests that need something outside the repo (a registry asset, Debian's Fashion-MNIST, a JDK):
 
     @pytest.mark.needs(present: bool, reason: str)
@@ -25,6 +26,21 @@ SAMPLE_TEXTS = [
     "一张凉鞋的照片。", "一张衬衫的照片。", "一张运动鞋的照片。", "一张包的照片。", "一张短靴的照片。",
     "一张模糊的狗的照片。", "一张好看的猫的照片，很可爱！", "mixed 中英文 text, 混合的句子.",
 ]
+
+
+def drawn_images(n: int, seed: int):
+    """n small RGB pictures (a coloured ellipse on a coloured ground), the same for a seed: real images for
+    export and report tests that must not depend on a downloaded data set."""
+    from PIL import Image, ImageDraw
+
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(n):
+        r = lambda k: int(torch.randint(0, k, (1,), generator=g))  # noqa: E731
+        img = Image.new("RGB", (40, 36), (r(256), r(256), r(256)))
+        ImageDraw.Draw(img).ellipse((r(16), r(16), 20 + r(20), 20 + r(16)), fill=(r(256), r(256), r(256)))
+        out.append(img)
+    return out
 
 
 @pytest.fixture(scope="session")

@@ -12,9 +12,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from PIL import Image, ImageDraw
 
-from conftest import require
+from conftest import drawn_images, require
 from dcclip_mobile import bundle_manifest as bm
 from dcclip_mobile.checkpoint import save_student
 from dcclip_mobile.config import load_preset
@@ -25,23 +24,12 @@ pytestmark = pytest.mark.slow
 SECRET = "SECRET-OUTSIDE-THE-BUNDLE"
 
 
-def _images(n: int, seed: int) -> list[Image.Image]:
-    g = torch.Generator().manual_seed(seed)
-    out = []
-    for _ in range(n):
-        r = lambda k: int(torch.randint(0, k, (1,), generator=g))  # noqa: E731
-        img = Image.new("RGB", (40, 36), (r(256), r(256), r(256)))
-        ImageDraw.Draw(img).ellipse((r(16), r(16), 20 + r(20), 20 + r(16)), fill=(r(256), r(256), r(256)))
-        out.append(img)
-    return out
-
-
 @pytest.fixture(scope="module")
 def elevater_dir(tmp_path_factory):
     d = tmp_path_factory.mktemp("elevater")
     (d / "label.txt").write_text("\n".join(CLASSES_EN) + "\n")
     (d / "label_cn.txt").write_text("\n".join(CLASSES_ZH) + "\n", encoding="utf-8")
-    for c, img in enumerate(_images(10, 3)):
+    for c, img in enumerate(drawn_images(10, 3)):
         (d / "test" / f"{c:03d}").mkdir(parents=True)
         img.save(d / "test" / f"{c:03d}" / "0.png")
     return d
@@ -58,7 +46,7 @@ def exported(tmp_path_factory, tiny_tokenizer):
     cfg = load_preset("tiny")
     cfg.text.vocab_size = tiny_tokenizer.vocab_size
     model = DCCLIPStudent(cfg)
-    images = _images(12, 1)
+    images = drawn_images(12, 1)
     model.train()
     with torch.no_grad():
         model.image(torch.cat([x for (x,) in image_inputs(images, cfg)]))

@@ -7,9 +7,8 @@ import shutil
 
 import pytest
 import torch
-from PIL import Image, ImageDraw
 
-from conftest import SAMPLE_TEXTS
+from conftest import SAMPLE_TEXTS, drawn_images
 from dcclip_mobile import bundle_manifest as bm
 from dcclip_mobile.checkpoint import save_student
 from dcclip_mobile.config import load_preset
@@ -25,17 +24,6 @@ from lowering.scoring import fill
 
 pytestmark = pytest.mark.slow
 CONTEXT = 40  # buckets 16, 32, 40: three methods on a tiny tower
-
-
-def _images(n: int, seed: int) -> list[Image.Image]:
-    g = torch.Generator().manual_seed(seed)
-    out = []
-    for _ in range(n):
-        r = lambda k: int(torch.randint(0, k, (1,), generator=g))  # noqa: E731
-        img = Image.new("RGB", (40, 40), (r(256), r(256), r(256)))
-        ImageDraw.Draw(img).ellipse((r(16), r(16), 20 + r(18), 20 + r(18)), fill=(r(256), r(256), r(256)))
-        out.append(img)
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +42,7 @@ def model(tokenizer) -> DCCLIPStudent:
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory, model, tokenizer):
     out = tmp_path_factory.mktemp("buckets")
-    images = _images(16, 1)
+    images = drawn_images(16, 1)
     model.train()
     with torch.no_grad():  # real BatchNorm statistics, as training would leave them
         model.image(torch.cat([x for (x,) in image_inputs(images, model.cfg)]))
@@ -154,7 +142,7 @@ def test_the_report_times_each_bucket(exported, tmp_path):
     (d / "label.txt").parent.mkdir(parents=True)
     (d / "label.txt").write_text("\n".join(CLASSES_EN) + "\n")
     (d / "label_cn.txt").write_text("\n".join(CLASSES_ZH) + "\n", encoding="utf-8")
-    for c, img in enumerate(_images(10, 2)):
+    for c, img in enumerate(drawn_images(10, 2)):
         (d / "test" / f"{c:03d}").mkdir(parents=True)
         img.save(d / "test" / f"{c:03d}" / "0.png")
     report = build_report(bundle, images=str(d), limit=None, runs=3, threads=2)
