@@ -6,8 +6,8 @@ import json
 
 import pytest
 import torch
-from PIL import Image, ImageDraw
 
+from conftest import drawn_images
 from dcclip_mobile import bundle_manifest as bm
 from dcclip_mobile.config import load_preset
 from dcclip_mobile.data.fashion_mnist import CLASSES_EN, CLASSES_ZH
@@ -52,24 +52,13 @@ def test_an_entry_with_missing_or_unknown_keys_is_refused():
         bm.Artifact.from_dict({**_record().to_dict(), "speed": 1})
 
 
-def _images(n: int, seed: int) -> list[Image.Image]:
-    g = torch.Generator().manual_seed(seed)
-    out = []
-    for _ in range(n):
-        r = lambda k: int(torch.randint(0, k, (1,), generator=g))  # noqa: E731
-        img = Image.new("RGB", (40, 40), (r(256), r(256), r(256)))
-        ImageDraw.Draw(img).ellipse((r(16), r(16), 20 + r(18), 20 + r(18)), fill=(r(256), r(256), r(256)))
-        out.append(img)
-    return out
-
-
 @pytest.mark.slow
 def test_exported_manifests_hold_exactly_their_artifact_records(tiny_tokenizer, tmp_path):
     torch.manual_seed(0)
     cfg = load_preset("tiny")
     cfg.text.vocab_size = tiny_tokenizer.vocab_size
     model = DCCLIPStudent(cfg)
-    images = _images(12, 3)
+    images = drawn_images(12, 3)
     model.train()
     with torch.no_grad():  # real BatchNorm statistics, as training would leave them
         model.image(torch.cat([x for (x,) in image_inputs(images, cfg)]))
