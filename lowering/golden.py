@@ -45,6 +45,7 @@ from dcclip_mobile.checkpoint import save_student
 from dcclip_mobile.config import load_preset
 from dcclip_mobile.data.fashion_mnist import fashion_mnist_present
 from dcclip_mobile.data.preprocess import ImagePreprocess, preprocess_image, to_rgb
+from dcclip_mobile.errors import run_main
 from dcclip_mobile.models import DCCLIPStudent
 from dcclip_mobile.tokenizer import BilingualTokenizer, normalize, train_tokenizer
 
@@ -305,7 +306,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ios", action="store_true",
                     help="also export the same checkpoint for iOS (Core ML, fp16) into OUT/bundles/ios and name it in "
                          "bundle_path_ios.txt: the Swift tests then read that bundle (same tokenizer, golden and labels)")
-    args = ap.parse_args(argv)
+    return run_main(ap, _run, argv)
+
+
+def _run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.bundle:
@@ -319,8 +323,7 @@ def main(argv: list[str] | None = None) -> int:
     manifest = bm.load_manifest(bundle)
     problems = bm.verify_files(bundle, manifest)
     if problems:
-        print(f"error: bundle {bundle} does not match its manifest: {problems}", file=sys.stderr)
-        return 1
+        raise bm.BundleError(f"bundle {bundle} does not match its manifest: {'; '.join(problems[:5])}")
     golden = bm.load_golden(bundle)
     tok = BilingualTokenizer.load(bundle)
     p = manifest["image"]["preprocess"]

@@ -13,7 +13,7 @@ dependencies {
 }
 
 tasks.test {
-    // the vectors made by tools/make_golden.py (run it first, or run ../run_jvm_tests.sh)
+    // the vectors made by `python3 -m lowering.golden` (run it first, or run ../run_jvm_tests.sh)
     systemProperty("dcclip.golden", file("../build/golden").absolutePath)
     systemProperty("java.awt.headless", "true")
     exclude("**/RunAllTests.class", "**/Golden.class")

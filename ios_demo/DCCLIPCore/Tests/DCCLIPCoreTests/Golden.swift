@@ -3,7 +3,7 @@ import Foundation
 import XCTest
 @testable import DCCLIPCore
 
-/// The vectors android_demo/tools/make_golden.py writes (shared with the Android JVM tests): environment
+/// The vectors lowering/golden.py writes (shared with the Android JVM tests): environment
 /// DCCLIP_GOLDEN, default <repo>/android_demo/build/golden. bundle_path[_ios].txt names the exported bundle.
 enum Golden {
     static var dir: URL {
@@ -16,11 +16,11 @@ enum Golden {
 
     static func require() throws {
         guard FileManager.default.fileExists(atPath: dir.appendingPathComponent("cases.json").path) else {
-            throw XCTSkip("no golden vectors in \(dir.path): run `python3 android_demo/tools/make_golden.py` first")
+            throw XCTSkip("no golden vectors in \(dir.path): run `python3 -m lowering.golden` first")
         }
     }
 
-    /// The iOS bundle when make_golden.py was run with --ios (Core ML packages, int32 ids), else the Android one;
+    /// The iOS bundle when lowering.golden was run with --ios (Core ML packages, int32 ids), else the Android one;
     /// both carry the same tokenizer, golden.json and class embeddings.
     static var bundle: URL {
         let ios = dir.appendingPathComponent("bundle_path_ios.txt")

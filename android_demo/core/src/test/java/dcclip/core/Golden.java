@@ -11,7 +11,7 @@ import java.util.Map;
 import javax.imageio.ImageIO;
 
 /**
- * Where the tests' vectors are: the directory android_demo/tools/make_golden.py wrote (system property
+ * Where the tests' vectors are: the directory lowering/golden.py wrote (system property
  * dcclip.golden, default build/golden): cases.json, the images, and bundle_path.txt naming the exported
  * bundle whose golden.json and files the tests read.
  */
@@ -24,7 +24,7 @@ final class Golden {
         File d = new File(System.getProperty("dcclip.golden", "build/golden"));
         if (!new File(d, "cases.json").isFile()) {
             throw new IllegalStateException("no golden vectors in " + d.getAbsolutePath() + "; run "
-                    + "`python3 android_demo/tools/make_golden.py` (run_jvm_tests.sh does) or set -Ddcclip.golden");
+                    + "`python3 -m lowering.golden` (run_jvm_tests.sh does) or set -Ddcclip.golden");
         }
         return d;
     }

@@ -144,11 +144,11 @@ public class ManifestTest {
         assertTrue(refusal(copy.toFile()).contains("does not exist"));
     }
 
-    /** With make_golden.py --ios: an iOS bundle (Core ML packages are directories) reads and verifies too. */
+    /** With lowering.golden --ios: an iOS bundle (Core ML packages are directories) reads and verifies too. */
     @Test
     public void anIosBundleVerifiesFileByFileInsidePackages() throws IOException {
         File pointer = new File(Golden.dir(), "bundle_path_ios.txt");
-        org.junit.Assume.assumeTrue("no iOS bundle (make_golden.py --ios)", pointer.isFile());
+        org.junit.Assume.assumeTrue("no iOS bundle (python -m lowering.golden --ios)", pointer.isFile());
         File ios = new File(new String(Files.readAllBytes(pointer.toPath()), StandardCharsets.UTF_8).trim());
         Manifest m = Manifest.load(ios);
         assertEquals("ios", m.target);
