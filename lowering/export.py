@@ -52,7 +52,6 @@ from . import bundle as bundle_parts
 from .coreml_backend import (COREML_PRECISIONS, check_coreml_structure, convert_coreml, coreml_delegate_compile_specs,
                              describe_precision, package_size)
 from .encoders import TOWERS, spec_dicts
-from .encoders import example_inputs, make_encoder  # noqa: F401  (tests/test_lowering.py imports them from here)
 from .executorch_backend import LengthBucketRunner, PteRunner, check_pte_structure, lower_methods_to_pte, lower_to_pte
 from .inputs import EvalSet, InputsError, default_eval_set, eval_set_from_source, read_labels
 from .parity import THRESHOLDS, structure_gate

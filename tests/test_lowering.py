@@ -243,7 +243,7 @@ def test_verify_coreml_checks_an_ios_bundle_here(bundles, capsys):
 
 
 def test_static_int8_keeps_the_image_stem_fp32_and_quantizes_the_rest():
-    from lowering.export import example_inputs, make_encoder
+    from lowering.encoders import example_inputs, make_encoder
     from lowering.quantize import quantize_encoder
 
     cfg = load_preset("tiny")
