@@ -2,12 +2,28 @@
 
     fp32          no quantization
     int8          PT2E + XNNPACKQuantizer, static, per-channel int8 weights, per-tensor int8 activations
-                  calibrated on real inputs; the text embedding table int8 per row (torchao)
+                  whose ranges are the min/max seen on real inputs, run in batches; the text embedding
+                  table int8 per row (torchao)
     int8-dynamic  PT2E + XNNPACKQuantizer, dynamic per-token activations, per-channel int8 weights;
                   the text embedding table int8 per row
     8da4w         text: int8 dynamic activations x int4 weights in groups of 32 (torchao
                   Int8DynamicActivationIntxWeightConfig) and a 4-bit embedding table (groups of 32);
                   image: the int8 recipe (XNNPACK has no 4-bit convolutions)
+    int8-dynamic-emb4  text: the int8-dynamic linears and a 4-bit embedding table, symmetric in groups
+                  of EMB4_GROUP_SIZE; image: the int8-dynamic recipe (it has no embedding)
+
+The 4-bit text towers against the gate (python -m lowering.export --precision int8-dynamic,8da4w,int8-dynamic-emb4;
+256 Fashion-MNIST images, 512 top-1 decisions, 154 texts of every length; groups measured by the commit that
+added int8-dynamic-emb4):
+  * 8da4w (int4 linears) misses the gate's 0.99 mean cosine: 0.978 on a fresh `small` student, 0.943 on the
+    demo's stage-1 student. The int4 linears are most of the error (int8 table + int4 linears: top-1 0.936).
+  * int8-dynamic-emb4 (int8 linears, 4-bit table) keeps the cosine (0.997-0.999) and is 10-12% smaller than
+    int8-dynamic (small: 3.40 -> 3.04 MB; demo: 3.91 -> 3.35 MB). It passes on a fresh `small` student and on
+    the demo's stage-1 student (top-1 agreement 0.970-0.977), and fails on the demo's stage-2 student (top-1
+    0.928-0.940 at groups of 16, 32, 64, on 2048 decisions): that student's class prototypes sit so close that
+    10% of its decisions have a top-1 margin under 0.003 while the 4-bit table moves class scores by a median
+    0.006 (int8: 0.0013). Groups of 64: the only size that passed on both students where any passed; 128 failed
+    the length buckets' 0.99 minimum on `small` (0.989).
 
 What stays fp32, and why (measured, see docs/design.md and bench/bench_lowering.py):
   * The image stem (the first conv, 3 -> 16 channels): int8 pixels cost the most accuracy, the conv the
@@ -15,20 +31,42 @@ What stays fp32, and why (measured, see docs/design.md and bench/bench_lowering.
   * L2 normalization at the end of both encoders: its input is a squared norm, not an activation.
   * In the text tower, static int8 covers only the linears: an observer on `scores + mask` wrecked a
     text tower before (cosine 0.16), and quantizing the RMSNorm products cost accuracy for no speed.
-PT2E does not quantize nn.Embedding, and the text .pte is dominated by that table, so it is quantized
-separately with torchao's weight-only config; `do_quant_fusion_and_const_prop` at lowering turns it
+PT2E does not quantize nn.Embedding (a third to a half of the text weights: small-lite's 4,779 x 256 table
+beside 2.5 M weights in linears), so it is quantized separately with torchao's weight-only config; `do_quant_fusion_and_const_prop` at lowering turns it
 into quantized_decomposed.embedding_byte / embedding_4bit (see executorch_backend.py).
+
+Calibration, and why it takes seconds (bench/bench_calibration.py has the figures):
+  * Min/max observers, not the XNNPACK default's histograms. Measured against the histogram observer at
+    batch 1 on the same inputs (the recipe before): the demo student's int8 text tower went from zero-shot
+    top-1 agreement 0.953 (gate fail) to 0.980 (pass), at the same mean cosine (0.9987); a fresh `small`
+    text tower's worst length bucket from min cosine 0.986 to 0.990; image towers the same within the spread
+    between calibration subsets. Histograms clip the rare large activations that the text tower needs.
+  * Batches: the calibration graph is exported with a dynamic batch dimension and runs CALIBRATION_BATCH
+    inputs at a time (one input at a time, per-call overhead and the histograms were most of the 86 s the
+    `small` image tower took at 224 px). The converted graph is exported again at the caller's batch-1 shapes
+    by the lowering, so the .pte is the same program as before.
+  * At most CALIBRATION_LIMIT["image"] images, spread evenly over the given ones: with min/max ranges,
+    disjoint sets of 32 images moved the demo's image cosine by +-0.006 and 128 images were inside that
+    spread, while each image costs ~0.1 s of eager convolutions on a 2-core machine. Texts are all used
+    (they are cheap and cover every length bucket).
+  * prepare_pt2e without the QAT-only conv+BatchNorm patterns (BatchNorm is folded into the conv before
+    annotation in post-training quantization); tracing those patterns was 3.7 s of every prepare.
+  * Dynamic recipes observe weights only: one forward, no calibration inputs needed.
 """
 from __future__ import annotations
 
 import copy
+import dataclasses
 from typing import Callable, Iterable, Sequence
 
 import torch
 from torch import nn
 
-XNNPACK_PRECISIONS = ("fp32", "int8", "int8-dynamic", "8da4w")
-GROUP_SIZE = 32
+XNNPACK_PRECISIONS = ("fp32", "int8", "int8-dynamic", "8da4w", "int8-dynamic-emb4")
+GROUP_SIZE = 32  # 8da4w's int4 linears and 4-bit table
+EMB4_GROUP_SIZE = 64  # int8-dynamic-emb4's 4-bit table
+CALIBRATION_BATCH = 32  # calibration inputs per forward
+CALIBRATION_LIMIT = {"image": 32}  # per tower, the most calibration inputs used (evenly spread); others: all
 
 
 class QuantizationError(ValueError):
@@ -41,10 +79,13 @@ def check_precision(precision: str, accepted: Sequence[str], target: str) -> Non
 
 
 def recipe_for(tower: str, precision: str) -> str:
-    """The recipe an artifact is built with; 8da4w's image tower is the int8 recipe (no int4 convs)."""
+    """The recipe an artifact is built with; 8da4w's image tower is the int8 recipe (no int4 convs), and
+    int8-dynamic-emb4's the int8-dynamic one (an image tower has no embedding table)."""
     check_precision(precision, XNNPACK_PRECISIONS, "android")
     if tower == "image" and precision == "8da4w":
         return "int8"
+    if tower == "image" and precision == "int8-dynamic-emb4":
+        return "int8-dynamic"
     return precision
 
 
@@ -55,8 +96,10 @@ def describe_recipe(tower: str, recipe: str) -> dict:
     emb = {"embedding": "int8 per row (torchao IntxWeightOnlyConfig)"} if tower == "text" else {}
     if recipe == "int8":
         what = "linear layers" if tower == "text" else "conv, linear and add (the stem conv stays fp32)"
+        limit = CALIBRATION_LIMIT.get(tower)
+        used = f"up to {limit} calibration inputs, evenly spread over those given" if limit else "every calibration input"
         return {"scheme": "pt2e-static", "weights": "int8 symmetric per output channel",
-                "activations": "int8 per tensor, calibrated", "quantized_ops": what, **emb}
+                "activations": f"int8 per tensor, min/max ranges over {used}", "quantized_ops": what, **emb}
     if recipe == "int8-dynamic":
         return {"scheme": "pt2e-dynamic", "weights": "int8 symmetric per output channel",
                 "activations": "int8 dynamic per token", "quantized_ops": "conv and linear", **emb}
@@ -64,6 +107,10 @@ def describe_recipe(tower: str, recipe: str) -> dict:
         return {"scheme": "torchao-8da4w", "weights": f"int4 symmetric, groups of {GROUP_SIZE}",
                 "activations": "int8 dynamic per token", "quantized_ops": "linear layers",
                 "embedding": f"int4 groups of {GROUP_SIZE} (torchao IntxWeightOnlyConfig)"}
+    if recipe == "int8-dynamic-emb4" and tower == "text":
+        return {"scheme": "pt2e-dynamic", "weights": "int8 symmetric per output channel",
+                "activations": "int8 dynamic per token", "quantized_ops": "linear layers",
+                "embedding": f"int4 symmetric, groups of {EMB4_GROUP_SIZE} (torchao IntxWeightOnlyConfig)"}
     raise QuantizationError(f"unknown recipe {recipe!r}")
 
 
@@ -96,14 +143,14 @@ def _may_quantize(tower: str, recipe: str) -> Callable[[torch.fx.Node], bool]:
     return may_quantize
 
 
-def _quantize_embedding(module: nn.Module, bits: int) -> None:
+def _quantize_embedding(module: nn.Module, bits: int, group: int = GROUP_SIZE) -> None:
     from torchao.quantization.granularity import PerAxis, PerGroup
     from torchao.quantization.quant_api import IntxWeightOnlyConfig, quantize_
 
-    granularity = PerAxis(0) if bits == 8 else PerGroup(GROUP_SIZE)
+    granularity = PerAxis(0) if bits == 8 else PerGroup(group)
     config = IntxWeightOnlyConfig(weight_dtype=getattr(torch, f"int{bits}"), granularity=granularity)
     quantize_(module, config, filter_fn=lambda m, fqn: isinstance(m, nn.Embedding)
-              and (bits == 8 or m.embedding_dim % GROUP_SIZE == 0))
+              and (bits == 8 or m.embedding_dim % group == 0))
 
 
 def _quantize_8da4w_linears(module: nn.Module) -> None:
@@ -115,23 +162,74 @@ def _quantize_8da4w_linears(module: nn.Module) -> None:
     quantize_(module, config, filter_fn=lambda m, fqn: isinstance(m, nn.Linear) and m.in_features % GROUP_SIZE == 0)
 
 
-def _pt2e(module: nn.Module, example: tuple, calibration: Iterable[tuple], dynamic: bool,
-          may_quantize: Callable[[torch.fx.Node], bool]) -> nn.Module:
+def _ptq_quantizer(dynamic: bool, may_quantize: Callable[[torch.fx.Node], bool]):
+    """XNNPACKQuantizer with per-channel int8 weights; static activations observed by min/max."""
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
         XNNPACKQuantizer, get_symmetric_quantization_config)
+    from torchao.quantization.pt2e import MinMaxObserver
+
+    class PTQQuantizer(XNNPACKQuantizer):
+        # conv+BatchNorm patterns are for QAT: prepare_pt2e folds BatchNorm into the conv before annotating
+        SUPPORTED_PATTERNS = [p for p in XNNPACKQuantizer.SUPPORTED_PATTERNS if "_bn" not in p.name]
+
+    config = get_symmetric_quantization_config(is_per_channel=True, is_dynamic=dynamic)
+    if not dynamic:
+        act = dataclasses.replace(config.input_activation,
+                                  observer_or_fake_quant_ctr=MinMaxObserver.with_args(eps=2 ** -12))
+        config = dataclasses.replace(config, input_activation=act, output_activation=act)
+    quantizer = PTQQuantizer().set_global(config)
+    quantizer.set_filter_function(may_quantize)
+    return quantizer
+
+
+def spread(items: Sequence, limit: int | None) -> list:
+    """At most `limit` of items, evenly spaced (all of them when limit is None or not smaller)."""
+    items = list(items)
+    if limit is None or len(items) <= limit:
+        return items
+    return [items[i * len(items) // limit] for i in range(limit)]
+
+
+def batches(inputs: Sequence[tuple], size: int) -> Iterable[tuple]:
+    """Consecutive input tuples of one shape concatenated along the batch dimension, at most `size` each."""
+    group: list[tuple] = []
+    for args in inputs:
+        if group and (len(group) == size or [a.shape[1:] for a in args] != [a.shape[1:] for a in group[0]]):
+            yield tuple(torch.cat(parts) for parts in zip(*group))
+            group = []
+        group.append(args)
+    if group:
+        yield tuple(torch.cat(parts) for parts in zip(*group))
+
+
+def _export_batched(module: nn.Module, example: tuple) -> tuple[torch.fx.GraphModule, bool]:
+    """(graph, batched): `module` exported with a dynamic batch dimension on every input, so calibration runs
+    many inputs per forward; a module that will not export so (a shape tied to the batch) comes back
+    exported at the example's shapes, to calibrate one input at a time."""
+    batch = torch.export.Dim("batch", min=1, max=1 << 16)
+    two = tuple(torch.cat([x, x]) for x in example)  # a batch of 1 would be specialized
+    try:
+        return torch.export.export(module, two, dynamic_shapes=tuple({0: batch} for _ in example)).module(), True
+    except Exception:  # noqa: BLE001 - torch.export's several failures on dynamic shapes; the static graph works
+        return torch.export.export(module, example).module(), False
+
+
+def _pt2e(module: nn.Module, example: tuple, calibration: Sequence[tuple], dynamic: bool,
+          may_quantize: Callable[[torch.fx.Node], bool], limit: int | None = None) -> nn.Module:
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-    quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True, is_dynamic=dynamic))
-    quantizer.set_filter_function(may_quantize)
-    graph = torch.export.export(module, example).module()
-    prepared = prepare_pt2e(graph, quantizer)
-    n = 0
-    with torch.no_grad():
-        for args in calibration:
-            prepared(*args)
-            n += 1
-    if not dynamic and n == 0:
+    calibration = spread(calibration, limit)
+    if not dynamic and not calibration:
         raise QuantizationError("static int8 needs calibration inputs; none were given")
+    # dynamic recipes quantize activations at run time: one forward at the example observes the weights
+    graph, batched = (torch.export.export(module, example).module(), False) if dynamic else _export_batched(module, example)
+    prepared = prepare_pt2e(graph, _ptq_quantizer(dynamic, may_quantize))
+    with torch.no_grad():
+        if dynamic:
+            prepared(*example)
+        else:
+            for args in batches(calibration, CALIBRATION_BATCH) if batched else calibration:
+                prepared(*args)
     return convert_pt2e(prepared)
 
 
@@ -140,7 +238,8 @@ def quantize_encoder(encoder: nn.Module, tower: str, recipe: str, example: tuple
     """A quantized copy of `encoder` (the original is untouched), ready for torch.export.
 
     calibration: inputs of the exported shape (batch 1), real data: eval images, English and Chinese
-    texts. Static int8 observes activation ranges on them, so random inputs give a wrong model.
+    texts. Static int8 observes activation ranges on them, so random inputs give a wrong model; they run
+    CALIBRATION_BATCH at a time, at most CALIBRATION_LIMIT[tower] of them (evenly spread).
     """
     if recipe == "fp32":
         return encoder
@@ -150,11 +249,17 @@ def quantize_encoder(encoder: nn.Module, tower: str, recipe: str, example: tuple
             if tower == "text":
                 _quantize_embedding(encoder, 8)
             return _pt2e(encoder, example, calibration, dynamic=recipe == "int8-dynamic",
-                         may_quantize=_may_quantize(tower, recipe))
+                         may_quantize=_may_quantize(tower, recipe), limit=CALIBRATION_LIMIT.get(tower))
         if recipe == "8da4w":
             if tower != "text":
                 raise QuantizationError("8da4w applies to the text tower; the image tower uses the int8 recipe")
             _quantize_embedding(encoder, 4)
             _quantize_8da4w_linears(encoder)
             return encoder
+        if recipe == "int8-dynamic-emb4":
+            if tower != "text":
+                raise QuantizationError("int8-dynamic-emb4 applies to the text tower; the image tower uses the "
+                                        "int8-dynamic recipe")
+            _quantize_embedding(encoder, 4, EMB4_GROUP_SIZE)
+            return _pt2e(encoder, example, calibration, dynamic=True, may_quantize=_may_quantize(tower, "int8-dynamic"))
     raise QuantizationError(f"unknown recipe {recipe!r}; accepted: {', '.join(XNNPACK_PRECISIONS)}")
