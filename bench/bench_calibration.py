@@ -124,8 +124,9 @@ def main() -> None:
                          "length_buckets": list(tower.lengths), "seconds": s, "median_s": statistics.median(s),
                          "min_s": min(s), "max_s": max(s), **parity[recipe]})
     image_size = model.cfg.image.image_size
-    print(f"\n{name} ({'checkpoint ' + args.checkpoint if args.checkpoint else 'fresh weights'}), image {image_size} px, "
-          f"static int8, {args.repeats} interleaved repeats, {torch.get_num_threads()} threads\n")
+    weights = f"checkpoint {args.checkpoint}" if args.checkpoint else "fresh weights"
+    print(f"\n{name} ({weights}), image {image_size} px, static int8, {args.repeats} interleaved repeats, "
+          f"{torch.get_num_threads()} threads\n")
     print("| tower | recipe | calibration s median (min-max) | MB | mean cos | min cos | top-1 agree | gate |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:

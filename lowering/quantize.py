@@ -12,18 +12,18 @@
     int8-dynamic-emb4  text: the int8-dynamic linears and a 4-bit embedding table, symmetric in groups
                   of EMB4_GROUP_SIZE; image: the int8-dynamic recipe (it has no embedding)
 
-The 4-bit text towers against the gate (python -m lowering.export --precision int8-dynamic,8da4w,int8-dynamic-emb4;
-256 Fashion-MNIST images, 512 top-1 decisions, 154 texts of every length; groups measured by the commit that
-added int8-dynamic-emb4):
+The 4-bit text towers against the gate (python -m lowering.export --target android --precision ...; 256
+Fashion-MNIST images = 512 top-1 decisions, 154 texts of every length through the length-bucket methods):
   * 8da4w (int4 linears) misses the gate's 0.99 mean cosine: 0.978 on a fresh `small` student, 0.943 on the
-    demo's stage-1 student. The int4 linears are most of the error (int8 table + int4 linears: top-1 0.936).
-  * int8-dynamic-emb4 (int8 linears, 4-bit table) keeps the cosine (0.997-0.999) and is 10-12% smaller than
-    int8-dynamic (small: 3.40 -> 3.04 MB; demo: 3.91 -> 3.35 MB). It passes on a fresh `small` student and on
-    the demo's stage-1 student (top-1 agreement 0.970-0.977), and fails on the demo's stage-2 student (top-1
-    0.928-0.940 at groups of 16, 32, 64, on 2048 decisions): that student's class prototypes sit so close that
-    10% of its decisions have a top-1 margin under 0.003 while the 4-bit table moves class scores by a median
-    0.006 (int8: 0.0013). Groups of 64: the only size that passed on both students where any passed; 128 failed
-    the length buckets' 0.99 minimum on `small` (0.989).
+    demo's stage-1 student, 0.994 with top-1 agreement 0.920 on its stage-2 student. The int4 linears carry most
+    of the error (an int8 table with int4 linears, on the [1, 64] graph: top-1 0.936 on stage 2).
+  * int8-dynamic-emb4 (int8 linears, 4-bit table) keeps the mean cosine at 0.9967-0.9987, 14% smaller than
+    int8-dynamic (demo: 3.98 -> 3.43 MB). It passes on a fresh `small` student (3.11 MB) and on the demo's stage-1
+    student (top-1 0.977), and fails on the stage-2 student (top-1 0.908): 10% of that student's decisions have a
+    top-1 margin under 0.003 while a 4-bit table moves class scores by about 0.006 (an int8 table: 0.0013).
+    Groups of 64: on the [1, 64] graph (before length buckets), 16, 32 and 64 kept the cosine within 0.0005 of
+    each other and 64 alone passed on 2048 decisions of the stage-1 student (0.970; 16: 0.965, 32: 0.959); 128
+    failed the length buckets' 0.99 minimum on `small` (0.989).
 
 What stays fp32, and why (measured, see docs/design.md and bench/bench_lowering.py):
   * The image stem (the first conv, 3 -> 16 channels): int8 pixels cost the most accuracy, the conv the
@@ -32,28 +32,30 @@ What stays fp32, and why (measured, see docs/design.md and bench/bench_lowering.
   * In the text tower, static int8 covers only the linears: an observer on `scores + mask` wrecked a
     text tower before (cosine 0.16), and quantizing the RMSNorm products cost accuracy for no speed.
 PT2E does not quantize nn.Embedding (a third to a half of the text weights: small-lite's 4,779 x 256 table
-beside 2.5 M weights in linears), so it is quantized separately with torchao's weight-only config; `do_quant_fusion_and_const_prop` at lowering turns it
-into quantized_decomposed.embedding_byte / embedding_4bit (see executorch_backend.py).
+beside 2.5 M weights in linears), so it is quantized separately with torchao's weight-only config;
+`do_quant_fusion_and_const_prop` at lowering turns it into quantized_decomposed.embedding_byte /
+embedding_4bit (see executorch_backend.py).
 
-Calibration, and why it takes seconds (bench/bench_calibration.py has the figures):
-  * Min/max observers, not the XNNPACK default's histograms. Measured against the histogram observer at
-    batch 1 on the same inputs (the recipe before): in a helper's harness the demo student's int8 text tower
-    went from zero-shot top-1 agreement 0.953 to 0.980 at the same mean cosine (0.9987), but through the export
-    gate (`lowering.export --precision int8`, its calibration and parity texts) it measured 0.963, still
-    below 0.97, with min cosine 0.9928 on 50-64-token inputs; a fresh `small`
-    text tower's worst length bucket from min cosine 0.986 to 0.990; image towers the same within the spread
-    between calibration subsets. Histograms clip the rare large activations that the text tower needs.
-  * Batches: the calibration graph is exported with a dynamic batch dimension and runs CALIBRATION_BATCH
-    inputs at a time (one input at a time, per-call overhead and the histograms were most of the 86 s the
-    `small` image tower took at 224 px). The converted graph is exported again at the caller's batch-1 shapes
-    by the lowering, so the .pte is the same program as before.
-  * At most CALIBRATION_LIMIT["image"] images, spread evenly over the given ones: with min/max ranges,
-    disjoint sets of 32 images moved the demo's image cosine by +-0.006 and 128 images were inside that
-    spread, while each image costs ~0.1 s of eager convolutions on a 2-core machine. Texts are all used
-    (they are cheap and cover every length bucket).
-  * prepare_pt2e without the QAT-only conv+BatchNorm patterns (BatchNorm is folded into the conv before
-    annotation in post-training quantization); tracing those patterns was 3.7 s of every prepare.
-  * Dynamic recipes observe weights only: one forward, no calibration inputs needed.
+Calibration, and why it takes seconds (bench/bench_calibration.py: before = the recipe at c8341f8, histogram
+observers and every input at batch 1; medians of 3 interleaved runs on the project's 2-core machine, idle):
+`small` at 224 px, image 10.8 s -> 2.5 s, text (3 length buckets) 12.9 s -> 4.4 s; the demo's small-lite at
+160 px, image 8.3 s -> 1.7 s, text 13.9 s -> 3.1 s. With other jobs on the machine `small`'s image tower took
+86-100 s before and 3-8 s after.
+  * Min/max observers, not the XNNPACK default's histograms: int8 text top-1 agreement 0.957 -> 0.963 (demo stage
+    2) and 0.842 -> 0.869 (stage 1) at the same mean cosine (+-0.0001); a fresh `small` text tower's worst length
+    bucket 0.9859 -> 0.9885; its image tower 0.99986 -> 0.99988. Histograms were also a third of the time of
+    every calibration forward (torch.histc), besides the per-call overhead at batch 1.
+  * Batches: the calibration graph is exported with a dynamic batch dimension and runs CALIBRATION_BATCH inputs at
+    a time; min/max ranges do not depend on the grouping (tests/test_quantize.py). The lowering exports the
+    converted graph again at the caller's batch-1 shapes: the same program as before.
+  * At most CALIBRATION_LIMIT["image"] images, evenly spread over those given: on the demo's image tower (whose
+    static int8 fails the gate either way, see docs/design.md) 4 disjoint sets of 32 gave mean cosine 0.931-0.944
+    and all 128 gave 0.937 (converted graph in PyTorch); the .pte from these 32: 0.932, top-1 0.645, against
+    0.936 and 0.627 from histograms of all 128. At 224 px 128 images took 4.2 s idle and 7-19 s with other jobs
+    running, 32 took 2.3 s and 3-8 s. Texts are all used: they are cheap and fill every length bucket.
+  * prepare_pt2e without the XNNPACK quantizer's conv+BatchNorm patterns: they are for QAT (prepare_pt2e folds
+    BatchNorm into the convs before annotating), and tracing them was 3.7 s of every prepare.
+  * Dynamic recipes need no calibration: one forward at the example observes the weights (the same .pte).
 """
 from __future__ import annotations
 
@@ -99,7 +101,8 @@ def describe_recipe(tower: str, recipe: str) -> dict:
     if recipe == "int8":
         what = "linear layers" if tower == "text" else "conv, linear and add (the stem conv stays fp32)"
         limit = CALIBRATION_LIMIT.get(tower)
-        used = f"up to {limit} calibration inputs, evenly spread over those given" if limit else "every calibration input"
+        used = (f"up to {limit} calibration inputs, evenly spread over those given" if limit
+                else "every calibration input")
         return {"scheme": "pt2e-static", "weights": "int8 symmetric per output channel",
                 "activations": f"int8 per tensor, min/max ranges over {used}", "quantized_ops": what, **emb}
     if recipe == "int8-dynamic":
@@ -224,7 +227,10 @@ def _pt2e(module: nn.Module, example: tuple, calibration: Sequence[tuple], dynam
     if not dynamic and not calibration:
         raise QuantizationError("static int8 needs calibration inputs; none were given")
     # dynamic recipes quantize activations at run time: one forward at the example observes the weights
-    graph, batched = (torch.export.export(module, example).module(), False) if dynamic else _export_batched(module, example)
+    if dynamic:
+        graph, batched = torch.export.export(module, example).module(), False
+    else:
+        graph, batched = _export_batched(module, example)
     prepared = prepare_pt2e(graph, _ptq_quantizer(dynamic, may_quantize))
     with torch.no_grad():
         if dynamic:

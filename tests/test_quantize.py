@@ -132,17 +132,10 @@ def test_image_calibration_uses_at_most_the_limit_spread_over_the_given_images(s
     assert "every calibration input" in describe_recipe("text", "int8")["activations"]
 
 
-def test_static_int8_refuses_no_calibration_and_dynamic_recipes_need_none(student):
+def test_static_int8_refuses_to_run_without_calibration_inputs(student):
     example = example_inputs(student.cfg, "text")
-    encoder = make_encoder(student, "text")
     with pytest.raises(QuantizationError, match="calibration"):
-        quantize_encoder(encoder, "text", "int8", example, [])
-    q = quantize_encoder(encoder, "text", "int8-dynamic", example, [])  # weights are observed on the example
-    lowered = lower_to_pte(q, example, "xnnpack")
-    texts = _texts(student.cfg, 8, seed=4)
-    with torch.no_grad():
-        ref = torch.cat([encoder(*a) for a in texts])
-    assert _cosines(ref, PteRunner(lowered.buffer).run_batch(texts)).min() > 0.99
+        quantize_encoder(make_encoder(student, "text"), "text", "int8", example, [])
 
 
 class _FixedBatch(nn.Module):
@@ -170,9 +163,10 @@ def test_a_module_that_only_exports_at_batch_1_is_calibrated_one_input_at_a_time
     assert _cosines(ref, PteRunner(lowered.buffer).run_batch(calibration)).min() > 0.99
 
 
-def test_int8_dynamic_emb4_is_a_4_bit_table_beside_int8_dynamic_linears(student):
-    """The text recipe lowers to embedding_4bit (outside the delegate) and dynamic int8 linears, smaller than
-    int8-dynamic's text .pte; its image tower is the int8-dynamic recipe."""
+def test_dynamic_recipes_need_no_calibration_and_int8_dynamic_emb4_is_a_4_bit_table_beside_them(student):
+    """int8-dynamic and int8-dynamic-emb4 quantize with no calibration input (weights are observed on the
+    example); emb4 lowers to embedding_4bit (outside the delegate), a smaller .pte than int8-dynamic's; its image
+    tower is the int8-dynamic recipe."""
     from lowering.quantize import EMB4_GROUP_SIZE, XNNPACK_PRECISIONS, recipe_for
 
     assert "int8-dynamic-emb4" in XNNPACK_PRECISIONS
@@ -184,13 +178,14 @@ def test_int8_dynamic_emb4_is_a_4_bit_table_beside_int8_dynamic_linears(student)
                          example_inputs(student.cfg, "image"), [])
     example = example_inputs(student.cfg, "text")
     encoder = make_encoder(student, "text")
-    sizes = {}
-    for recipe in ("int8-dynamic", "int8-dynamic-emb4"):
-        lowered = lower_to_pte(quantize_encoder(encoder, "text", recipe, example, []), example, "xnnpack")
-        sizes[recipe] = len(lowered.buffer)
-    assert "quantized_decomposed.embedding_4bit" in lowered.ops_outside
-    assert sizes["int8-dynamic-emb4"] < sizes["int8-dynamic"]
     texts = _texts(student.cfg, 8, seed=4)
     with torch.no_grad():
         ref = torch.cat([encoder(*a) for a in texts])
-    assert _cosines(ref, PteRunner(lowered.buffer).run_batch(texts)).min() > 0.95
+    lowered, cosine = {}, {}
+    for recipe in ("int8-dynamic", "int8-dynamic-emb4"):
+        lowered[recipe] = lower_to_pte(quantize_encoder(encoder, "text", recipe, example, []), example, "xnnpack")
+        cosine[recipe] = float(_cosines(ref, PteRunner(lowered[recipe].buffer).run_batch(texts)).min())
+    assert "quantized_decomposed.embedding_byte" in lowered["int8-dynamic"].ops_outside
+    assert "quantized_decomposed.embedding_4bit" in lowered["int8-dynamic-emb4"].ops_outside
+    assert len(lowered["int8-dynamic-emb4"].buffer) < len(lowered["int8-dynamic"].buffer)
+    assert cosine["int8-dynamic"] > 0.99 and cosine["int8-dynamic-emb4"] > 0.95, cosine
