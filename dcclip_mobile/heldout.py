@@ -138,6 +138,35 @@ def mean_fidelity(fid: dict[str, dict], langs: Sequence[str]) -> dict:
     return out
 
 
+def zero_shot_hits(result: dict, s: HeldoutSet) -> dict[str, torch.Tensor]:
+    """Per language, whether each unseen image's zero-shot top-1 was right (from score()'s private predictions)."""
+    labels = torch.as_tensor(s.source.labels)
+    unseen_labels = labels[torch.as_tensor(s.unseen)[labels]]
+    return {lang: pred == unseen_labels for lang, pred in result["_pred"].items()}
+
+
+def retention_interval(student_hits: dict[str, torch.Tensor], teacher_hits: dict[str, torch.Tensor],
+                       chances: dict[str, float], level: float = 0.9, n_boot: int = 2000, seed: int = 0
+                       ) -> list[float] | None:
+    """A paired bootstrap interval for retention_of_means in one language: each set's unseen images resampled
+    with replacement, the same draw for student and teacher. The held-out sets are a few hundred images, so a
+    retention measured on them moves by +-15 points between resamples: read two runs' figures against it."""
+    g = torch.Generator().manual_seed(seed)
+    student_mean = teacher_mean = 0.0
+    for name, hits in student_hits.items():
+        idx = torch.randint(0, len(hits), (n_boot, len(hits)), generator=g)
+        student_mean = student_mean + hits.float()[idx].mean(1) / len(student_hits)
+        teacher_mean = teacher_mean + teacher_hits[name].float()[idx].mean(1) / len(student_hits)
+    chance = sum(chances.values()) / len(chances)
+    above = teacher_mean - chance
+    keep = above > 0  # resamples where the teacher is at chance say nothing about retention
+    if not bool(keep.any()):
+        return None
+    r = (student_mean[keep] - chance) / above[keep]
+    lo, hi = torch.quantile(r, torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=r.dtype)).tolist()
+    return [lo, hi]
+
+
 def retention_of_means(student: dict, teacher: dict, langs: Sequence[str] = ("en", "zh")) -> dict:
     """The headline: the student's share of the teacher's above-chance zero-shot accuracy, mean over the sets."""
     chance = teacher["mean"]["chance"]

@@ -2,7 +2,8 @@
 import pytest
 import torch
 
-from dcclip_mobile.heldout import HeldoutSet, fidelity, mean_over_sets, retention, score
+from dcclip_mobile.heldout import (HeldoutSet, fidelity, mean_over_sets, retention, retention_interval,
+                                   retention_of_means, score, zero_shot_hits)
 
 
 class Toy:
@@ -51,3 +52,36 @@ def test_a_set_without_unseen_classes_is_refused():
         HeldoutSet("toy", Toy(), [False] * 4)
     with pytest.raises(ValueError, match="4 classes"):
         HeldoutSet("toy", Toy(), [True] * 3)
+
+
+def test_zero_shot_hits_are_the_unseen_images_top1():
+    s = HeldoutSet("toy", Toy(), [False, False, True, True])
+    img = torch.eye(4)[torch.tensor(Toy.labels)]
+    r = score(img, {"en": torch.eye(4), "zh": torch.eye(4)[[0, 1, 3, 2]]}, s)
+    hits = zero_shot_hits(r, s)
+    assert hits["en"].tolist() == [True] * 4 and hits["zh"].tolist() == [False] * 4
+
+
+def test_retention_interval_is_paired_and_narrows_with_more_images():
+    g = torch.Generator().manual_seed(0)
+
+    def hits(n, p):
+        return torch.rand(n, generator=g) < p
+
+    chances = {"a": 0.1, "b": 0.1}
+    teacher = {"a": hits(200, 0.5), "b": hits(200, 0.5)}
+    # a student that answers exactly as the teacher keeps all of it in every resample
+    assert retention_interval(teacher, teacher, chances) == pytest.approx([1.0, 1.0])
+    # a student right on half of the teacher's hits: about (0.25 - 0.1) / (0.5 - 0.1) = 0.375
+    student = {k: v & (torch.arange(len(v)) % 2 == 0) for k, v in teacher.items()}
+    lo, hi = retention_interval(student, teacher, chances)
+    point = retention_of_means({"mean": {"en": {"zero_shot": sum(float(v.float().mean()) for v in student.values()) / 2}}},
+                               {"mean": {"chance": 0.1, "en": {"zero_shot": sum(float(v.float().mean()) for v in teacher.values()) / 2}}},
+                               ["en"])["en"]
+    assert lo < point < hi and 0.2 < lo and hi < 0.55
+    small_lo, small_hi = retention_interval({k: v[:40] for k, v in student.items()},
+                                            {k: v[:40] for k, v in teacher.items()}, chances)
+    assert small_hi - small_lo > hi - lo  # fewer images, a wider interval
+    # a teacher at chance in every resample: no retention to speak of
+    none = {"a": torch.zeros(50, dtype=torch.bool), "b": torch.zeros(50, dtype=torch.bool)}
+    assert retention_interval(none, none, chances) is None

@@ -134,7 +134,8 @@ def _evaluate(checkpoint: Path, ref: TeacherReference, summary: dict, wall_s: fl
     model, tokenizer = load_student(checkpoint)
     r = evaluate_student_heldout(model, tokenizer, ref)
     r["retention_of_means"] = retention_of_means(r, summary["teacher"])
-    print(f"{checkpoint.parent.name}: {_fmt(r)}; retention {_pct(r['retention_of_means'])}; "
+    interval = ", ".join(f"{k} {v[0]:.0%}-{v[1]:.0%}" for k, v in r["retention_interval_90"].items() if v)
+    print(f"{checkpoint.parent.name}: {_fmt(r)}; retention {_pct(r['retention_of_means'])} (90% interval {interval}); "
           f"agreement/cosines {json.dumps(r['fidelity_mean'])}", flush=True)
     return {"wall_s": wall_s, "checkpoint": str(checkpoint), "heldout": r}
 

@@ -22,7 +22,7 @@ from dcclip_mobile.data.emoji import CLASS_GROUPS, GROUP_SLUGS, EmojiClasses
 from dcclip_mobile.data.fashion_mnist import FashionMNIST, fashion_mnist_present
 from dcclip_mobile.data.labels import LANGS
 from dcclip_mobile.heldout import (HeldoutSet, fidelity, mean_fidelity, mean_over_sets, prototypes, public,
-                                   retention_of_means, score)
+                                   retention_interval, retention_of_means, score, zero_shot_hits)
 from dcclip_mobile.teachers import build_teacher
 from dcclip_mobile.teachers.cache import cache_image_features, cache_text_features, teacher_cache_dir
 from dcclip_mobile.zeroshot import embed_images, student_text_encoder
@@ -71,7 +71,7 @@ def evaluate_student_heldout(model, tokenizer, ref: TeacherReference) -> dict:
     model.eval()
     encode_texts = student_text_encoder(model, tokenizer)
     pre = ImagePreprocess.for_student(model.cfg)
-    per_set, fid = {}, {}
+    per_set, fid, hits, teacher_hits, chances = {}, {}, {}, {}, {}
     for s in ref.sets:
         img = embed_images(model.encode_image, s.source, pre, desc=f"student {s.name}")
         protos = prototypes(encode_texts, s, ref.langs, ref.n_templates)
@@ -83,8 +83,14 @@ def evaluate_student_heldout(model, tokenizer, ref: TeacherReference) -> dict:
             fid[s.name][lang]["image_tower_zero_shot"] = image_side[lang]["zero_shot"]
             fid[s.name][lang]["text_tower_zero_shot"] = text_side[lang]["zero_shot"]
         per_set[s.name] = public(r)
+        hits[s.name], teacher_hits[s.name] = zero_shot_hits(r, s), zero_shot_hits(ref.results[s.name], s)
+        chances[s.name] = r["chance"]["zero_shot"]
+    interval = {lang: retention_interval({n: h[lang] for n, h in hits.items()},
+                                         {n: h[lang] for n, h in teacher_hits.items()}, chances)
+                for lang in ref.langs}
     return {"sets": per_set, "mean": mean_over_sets(per_set, ref.langs), "fidelity": fid,
-            "fidelity_mean": mean_fidelity(fid, ref.langs), "wall_s": time.perf_counter() - t}
+            "fidelity_mean": mean_fidelity(fid, ref.langs), "retention_interval_90": interval,
+            "wall_s": time.perf_counter() - t}
 
 
 def markdown_rows(name: str, result: dict, langs=LANGS) -> list[str]:
@@ -131,7 +137,7 @@ def run(args: argparse.Namespace) -> str:
         r["retention_of_means"] = retention_of_means(r, out["teacher"])
         out["students"][ckpt] = r
         lines += markdown_rows(Path(ckpt).parent.name or ckpt, r)
-        print(f"{ckpt}: retention {r['retention_of_means']}, fidelity {r['fidelity_mean']}", flush=True)
+        print(f"{ckpt}: retention {r['retention_of_means']} (90% interval {r['retention_interval_90']}), fidelity {r['fidelity_mean']}", flush=True)
     print("\n".join(lines))
     if args.json:
         atomic_write_text(Path(args.json), json.dumps(out, indent=2, ensure_ascii=False) + "\n")
