@@ -43,15 +43,19 @@ def test_loss_goes_down_and_checkpoint_loads(tiny_student, tiny_tokenizer, tmp_p
     assert torch.equal(model.image.proj.weight, tiny_student.image.proj.weight)
 
 
-def test_resume_reproduces_the_uninterrupted_run(tiny_tokenizer, tmp_path):
+def fresh_student(tokenizer):
     from dcclip_mobile.config import load_preset
     from dcclip_mobile.models import DCCLIPStudent
 
+    torch.manual_seed(0)
+    cfg = load_preset("tiny")
+    cfg.text.vocab_size = tokenizer.vocab_size
+    return DCCLIPStudent(cfg)
+
+
+def test_resume_reproduces_the_uninterrupted_run(tiny_tokenizer, tmp_path):
     def fresh():
-        torch.manual_seed(0)
-        cfg = load_preset("tiny")
-        cfg.text.vocab_size = tiny_tokenizer.vocab_size
-        return DCCLIPStudent(cfg)
+        return fresh_student(tiny_tokenizer)
 
     cfg = TrainConfig(steps=8, batch_size=8, grad_accum=2, lr=3e-3, warmup_steps=2, checkpoint_every=100)
     run(fresh(), tiny_tokenizer, tmp_path / "whole", cfg)
@@ -64,6 +68,32 @@ def test_resume_reproduces_the_uninterrupted_run(tiny_tokenizer, tmp_path):
     for a, b in zip(whole, split):
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-5, abs=1e-6)
         assert a["lr"] == b["lr"]
+
+
+def test_resume_with_text_replay_draws_what_the_uninterrupted_run_drew(tiny_tokenizer, tmp_path):
+    """Stage 2's replay bank (train/replay.py) counts its draws in the checkpoint: a resumed run replays the
+    same texts, so its losses are the uninterrupted run's."""
+    from train.replay import TextReplay
+
+    texts = [f"a photo of a thing number {i}." for i in range(12)] + [f"第{i}个东西的照片。" for i in range(12)]
+    tokens = tiny_tokenizer(texts)
+
+    def run_replay(out, **kw):
+        student = fresh_student(tiny_tokenizer)
+        target = torch.randn(len(texts), student.cfg.embed_dim, generator=torch.Generator().manual_seed(1))
+        replay = TextReplay(tokens["input_ids"], tokens["attention_mask"], target, 6, seed=3)
+        return train(AlignStage(student, replay=replay, replay_weight=2.0), PairSet(tiny_tokenizer),
+                     torch.utils.data.default_collate, tiny_tokenizer, cfg, out, **kw)
+
+    cfg = TrainConfig(steps=6, batch_size=8, lr=3e-3, warmup_steps=1, checkpoint_every=100)
+    run_replay(tmp_path / "whole")
+    run_replay(tmp_path / "split", stop_after=2)
+    run_replay(tmp_path / "split", resume=True)
+    whole, split = read_metrics(tmp_path / "whole"), read_metrics(tmp_path / "split")
+    assert [m["step"] for m in split] == list(range(1, 7))
+    for a, b in zip(whole, split):
+        assert a["replay_cos"] == pytest.approx(b["replay_cos"], rel=1e-5, abs=1e-6)
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-5, abs=1e-6)
 
 
 def test_resume_with_other_options_is_refused(tiny_student, tiny_tokenizer, tmp_path):

@@ -19,6 +19,7 @@ import torch
 
 from dcclip_mobile.atomic import atomic_write_text
 from dcclip_mobile.checkpoint import load_student
+from dcclip_mobile.data.labels import bilingual_corpus
 from dcclip_mobile.teachers import build_teacher
 from dcclip_mobile.teachers.cache import cache_image_features, cache_text_features, teacher_cache_dir
 
@@ -31,6 +32,8 @@ from .datasets import AlignSet, collate_skipping_bad
 from .device import add_device_args, resolve_amp, resolve_channels_last, resolve_device
 from .loop import TrainConfig, init_distributed, throughput_summary, train
 from .sources import add_image_source_args, image_source
+from .distill import corpus_classnames
+from .replay import TextReplay
 from .stages import AlignStage, OnlineTeacher
 from .streams import align_stream, stream_dataset_id
 from .teacher_mode import add_teacher_mode_args, place_teacher, teacher_batch, teacher_mode
@@ -48,6 +51,12 @@ def build_parser() -> argparse.ArgumentParser:
                     help="weight of the teacher's image-caption affinities over each batch (needs --teacher)")
     ap.add_argument("--text-distill-weight", type=float, default=0.0,
                     help="weight of 1-cos(student, teacher) caption embeddings (needs --teacher)")
+    ap.add_argument("--replay-corpus-size", type=int, default=0,
+                    help="bilingual class prompts (stage 1's kind of corpus, same seed) replayed with the teacher's "
+                         "embeddings while aligning, so the text tower keeps the teacher's geometry on classes it "
+                         "does not align on (needs --teacher; 0: off)")
+    ap.add_argument("--replay-texts", type=int, default=256, help="replayed texts per step")
+    ap.add_argument("--replay-weight", type=float, default=1.0, help="weight of 1-cos(student, teacher) on them")
     add_image_tower_args(ap, 0, "first image layers kept fixed")
     ap.add_argument("--teacher", default=None, help="teacher for --distill-weight / --affinity-weight")
     ap.add_argument("--cache", default=None)
@@ -64,10 +73,14 @@ def run(args: argparse.Namespace) -> Path:
     cfg = train_config_from_args(args)
     if args.threads:
         torch.set_num_threads(args.threads)
-    wants_teacher = args.distill_weight > 0 or args.affinity_weight > 0 or args.text_distill_weight > 0
+    if args.replay_corpus_size < 0:
+        raise UsageError(f"--replay-corpus-size must be >= 0, got {args.replay_corpus_size}")
+    wants_teacher = (args.distill_weight > 0 or args.affinity_weight > 0 or args.text_distill_weight > 0
+                     or args.replay_corpus_size > 0)
     if wants_teacher and not args.teacher:
         raise UsageError(f"--distill-weight {args.distill_weight} / --affinity-weight {args.affinity_weight} / "
-                         f"--text-distill-weight {args.text_distill_weight} need --teacher")
+                         f"--text-distill-weight {args.text_distill_weight} / --replay-corpus-size "
+                         f"{args.replay_corpus_size} need --teacher")
     device = resolve_device(args.device)
     amp = resolve_amp(args.amp, device)
     info = init_distributed(device)
@@ -99,7 +112,9 @@ def run(args: argparse.Namespace) -> Path:
     stage = AlignStage(student, args.distill_weight, label_aware=not args.no_label_positives,
                        affinity_weight=args.affinity_weight, affinity_scale=args.affinity_scale,
                        frozen_image_layers=args.freeze_image_layers, text_distill_weight=args.text_distill_weight,
-                       image_lr_scale=args.image_lr_scale, online=online)
+                       image_lr_scale=args.image_lr_scale, online=online,
+                       replay=replay_bank(args, teacher, tokenizer, info) if args.replay_corpus_size else None,
+                       replay_weight=args.replay_weight)
     ckpt = train(stage, data, collate_skipping_bad, tokenizer, cfg, args.out, resume=args.resume, stop_after=args.stop_after,
                  desc=f"stage 2 align ({device.type}, amp {amp})", device=device, amp=amp, channels_last=resolve_channels_last(args.channels_last, device),
                  extra_state={"init": str(args.init), "images": images_id})
@@ -109,6 +124,18 @@ def run(args: argparse.Namespace) -> Path:
              "world": info.world, "teacher_mode": mode if wants_teacher else None,
              "throughput": throughput_summary(args.out)}, indent=2) + "\n")
     return ckpt
+
+
+def replay_bank(args: argparse.Namespace, teacher, tokenizer, info) -> TextReplay:
+    """Stage 1's kind of corpus (class prompts, the seen classes' names among them, never a held-out one) with
+    the teacher's embeddings, cached like stage 1's (the same texts hit the same cache)."""
+    corpus = [t for t, _ in bilingual_corpus(args.replay_corpus_size, seed=args.seed,
+                                             classnames=corpus_classnames(args.seed))]
+    emb = cache_text_features(teacher, corpus, f"corpus-{len(corpus)}", teacher_cache_dir(args.cache),
+                              rank=info.rank, world=info.world)["embedding"]
+    tokens = tokenizer(corpus)
+    return TextReplay(tokens["input_ids"], tokens["attention_mask"], emb, args.replay_texts,
+                      seed=args.seed * 1009 + info.rank)  # each rank its own draws
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,6 +21,7 @@ from dcclip_mobile.models import DCCLIPStudent
 from dcclip_mobile.teachers.cache import teacher_image_targets
 
 from .loop import StageModule
+from .replay import TextReplay
 
 
 def freeze_image_prefix(student: DCCLIPStudent, k: int) -> int:
@@ -171,15 +172,18 @@ class AlignStage(FrozenPrefixStage):
     """Symmetric InfoNCE between the two students, learnable (clamped) temperature; optionally terms that keep
     what stage 1 transferred while aligning: image embeddings near the teacher's (distill_weight), caption
     embeddings near the teacher's (text_distill_weight), and the batch's image-text affinities the teacher's
-    (affinity_weight, TinyCLIP's affinity mimicking)."""
+    (affinity_weight, TinyCLIP's affinity mimicking), and texts replayed from stage 1's corpus near the
+    teacher's (replay, replay_weight; train/replay.py)."""
 
     def __init__(self, student: DCCLIPStudent, distill_weight: float = 0.0, label_aware: bool = True,
                  affinity_weight: float = 0.0, affinity_scale: float = 100.0, frozen_image_layers: int = 0,
-                 text_distill_weight: float = 0.0, image_lr_scale: float = 1.0, online: OnlineTeacher | None = None):
+                 text_distill_weight: float = 0.0, image_lr_scale: float = 1.0, online: OnlineTeacher | None = None,
+                 replay: TextReplay | None = None, replay_weight: float = 1.0):
         super().__init__()
         self.online = online
+        self.replay, self.replay_weight = replay, replay_weight
         for name, v in (("distill_weight", distill_weight), ("affinity_weight", affinity_weight),
-                        ("text_distill_weight", text_distill_weight)):
+                        ("text_distill_weight", text_distill_weight), ("replay_weight", replay_weight)):
             if not v >= 0:
                 raise ValueError(f"{name} must be >= 0, got {v}")
         self.student = student
@@ -216,4 +220,10 @@ class AlignStage(FrozenPrefixStage):
                                         self.affinity_scale)
             loss = loss + self.affinity_weight * l_a
             metrics["affinity"] = l_a.item()
+        if self.replay is not None and self.replay_weight > 0:
+            r = self.replay.draw()
+            _, replayed = self.student.text.forward_trimmed(r["input_ids"], r["attention_mask"])
+            l_r = embedding_distill_loss(replayed.float(), r["teacher_embedding"])
+            loss = loss + self.replay_weight * l_r
+            metrics["replay_cos"] = 1 - l_r.item()
         return loss, metrics
