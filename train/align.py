@@ -75,12 +75,12 @@ def run(args: argparse.Namespace) -> Path:
         torch.set_num_threads(args.threads)
     if args.replay_corpus_size < 0:
         raise UsageError(f"--replay-corpus-size must be >= 0, got {args.replay_corpus_size}")
-    wants_teacher = (args.distill_weight > 0 or args.affinity_weight > 0 or args.text_distill_weight > 0
-                     or args.replay_corpus_size > 0)
+    asked = [f"--{k.replace('_', '-')} {getattr(args, k)}" for k in
+             ("distill_weight", "affinity_weight", "text_distill_weight", "replay_corpus_size") if getattr(args, k) > 0]
+    wants_teacher = bool(asked)
     if wants_teacher and not args.teacher:
-        raise UsageError(f"--distill-weight {args.distill_weight} / --affinity-weight {args.affinity_weight} / "
-                         f"--text-distill-weight {args.text_distill_weight} / --replay-corpus-size "
-                         f"{args.replay_corpus_size} need --teacher")
+        raise UsageError(f"{' and '.join(asked)} need{'s' if len(asked) == 1 else ''} a teacher: add --teacher "
+                         f"(e.g. --teacher offline, the one stage 1 distilled from)")
     device = resolve_device(args.device)
     amp = resolve_amp(args.amp, device)
     info = init_distributed(device)
