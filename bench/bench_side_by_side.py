@@ -89,7 +89,9 @@ def main() -> None:
         measure(args)
 
 
-def measure(args: argparse.Namespace) -> None:
+def measure(args: argparse.Namespace) -> dict:
+    """Time every runner, print the table and the ratios, write args.out; return what it wrote (rows without
+    their runners, the ratios): bench/bench_budget.py --side-by-side reads it in the same process."""
     rows: list[dict] = []
 
     print("AltCLIP (ViT-L/14 + XLM-R-large), eager fp32", flush=True)
@@ -180,10 +182,11 @@ def measure(args: argparse.Namespace) -> None:
     print(f"  student int8 encoders together: {bundle / 1e6:.2f} MB")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"threads": args.threads, "runs": args.runs, "rounds": args.rounds, "rows": rows,
-                               "ratios": ratios,
-                               "student_int8_encoders_bytes": bundle}, indent=2) + "\n")
+    result = {"threads": args.threads, "runs": args.runs, "rounds": args.rounds, "rows": rows, "ratios": ratios,
+              "student_int8_encoders_bytes": bundle}
+    out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {out}")
+    return result
 
 
 def _key(r: dict) -> str:
