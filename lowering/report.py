@@ -2,7 +2,7 @@
 in a bundle, next to the eager PyTorch student it came from.
 
     python -m lowering.report --bundle runs/demo/bundles/android [--images fashion-mnist --limit 500]
-        [--checkpoint DIR] [--templates N] [--device-json FILE] [--out DIR]
+        [--checkpoint DIR] [--templates N] [--device-json FILE] [--heldout FILE] [--out DIR]
 
 Each runnable artifact (.pte through the ExecuTorch runtime, TorchScript) is paired with the text
 artifact of the same backend and precision for zero-shot top-1/top-5 (class names x templates per
@@ -21,11 +21,21 @@ The eager row: --checkpoint DIR, or the checkpoint the manifest names (student.c
 relative to the bundle; for older bundles student.checkpoint) used only when every file's sha256 matches the
 manifest's student.checkpoint_sha256; otherwise there is no eager row and a note says how to pass --checkpoint.
 Bad arguments and bundles end in one line on stderr and exit code 2, before anything is computed.
+
+Held-out fidelity: --heldout FILE, a train.demo summary.json or a `python -m train.heldout_eval --checkpoint C
+--json F` file, adds what the held-out protocol (dcclip_mobile/heldout.py: classes no stage saw) measured for the
+students it names: teacher and student zero-shot top-1 per language (mean over sets), chance, retention above
+chance with its 90% interval where the file has one, top-1 agreement with the teacher (report.json's
+"heldout_fidelity", a section of report.md). Each row names its checkpoint and says whether it is this bundle's
+(the checkpoint's files against the manifest's student.checkpoint_sha256): a row of another checkpoint is not this
+bundle's fidelity. The file is read as JSON, its numbers only.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import statistics
 import sys
 from pathlib import Path
@@ -237,24 +247,29 @@ def scoring_rule(manifest: dict, templates: dict[str, list[str]] | None,
 
 def build_report(bundle: str | Path, images: str = "fashion-mnist", limit: int = 500, runs: int = 50,
                  threads: int = 2, checkpoint: str | None = None, templates: dict[str, list[str]] | None = None,
-                 device_json: str | None = None, templates_rule: str | None = None) -> dict:
+                 device_json: str | None = None, templates_rule: str | None = None,
+                 heldout: str | Path | None = None) -> dict:
     """The report's figures for `bundle` (see _build_report), timed on `threads` threads; the caller's thread
     setting is put back afterwards."""
     with thread_setting(threads, executorch=True):
-        return _build_report(bundle, images, limit, runs, threads, checkpoint, templates, device_json, templates_rule)
+        return _build_report(bundle, images, limit, runs, threads, checkpoint, templates, device_json, templates_rule,
+                             heldout)
 
 
 def _build_report(bundle: str | Path, images: str = "fashion-mnist", limit: int = 500, runs: int = 50,
                  threads: int = 2, checkpoint: str | None = None, templates: dict[str, list[str]] | None = None,
-                 device_json: str | None = None, templates_rule: str | None = None) -> dict:
+                 device_json: str | None = None, templates_rule: str | None = None,
+                 heldout: str | Path | None = None) -> dict:
     """`templates` None scores every row by the bundle's own rule (the manifest's templates); a dict
-    ({lang: [".. {c} .."]}) overrides it for the host rows, named by `templates_rule` in each row."""
+    ({lang: [".. {c} .."]}) overrides it for the host rows, named by `templates_rule` in each row. `heldout`: a
+    held-out result file (read_heldout), carried as "heldout_fidelity" (None: not given)."""
     bundle = Path(bundle)
     manifest = bm.load_manifest(bundle)
     problems = bm.verify_files(bundle, manifest)
     if problems:
         raise ReportError(f"bundle {str(bundle)!r} does not match its manifest; refusing to report on it: "
                           + "; ".join(problems[:5]))
+    heldout_read = read_heldout(heldout) if heldout is not None else None  # a bad file is said before measuring
     tokenizer = BilingualTokenizer.load(bundle)
     pixels, labels, classnames, dataset_id = load_eval(images, limit, manifest["image"]["preprocess"])
     tuned = shipped_tuned_embeddings(bundle, manifest, classnames) if templates is None else None
@@ -323,7 +338,9 @@ def _build_report(bundle: str | Path, images: str = "fashion-mnist", limit: int 
     return {"format_version": REPORT_FORMAT_VERSION, "bundle": str(bundle), "target": manifest["target"],
             "eager_checkpoint": None if model is None else str(ckpt),
             "eval": {"dataset": dataset_id, "images": len(labels), "templates": templates, "scoring": rule},
-            "host": {"threads": threads, "runs": runs, "batch": 1, "warmup": 5}, "artifacts": entries}
+            "host": {"threads": threads, "runs": runs, "batch": 1, "warmup": 5}, "artifacts": entries,
+            "heldout_fidelity": None if heldout_read is None else heldout_fidelity(
+                heldout_read, bundle, manifest, None if ckpt is None else str(ckpt))}
 
 
 def _entry(name, tower, backend, precision, size, med, p90, peak, acc, parity, source, rule, by_length=None) -> dict:
@@ -366,6 +383,156 @@ def read_device_entries(path: str, rule: str | None = None) -> list[dict]:
     return out
 
 
+# ------------------------------------------------------------------------------------- held-out fidelity
+HELDOUT_HOW = ("`python -m train.heldout_eval --checkpoint C --json F` (C: the checkpoint this bundle was exported "
+               "from), then `--heldout F` (a train.demo summary.json works too)")
+HELDOUT_EXPECTED = ("a train.demo summary.json ({\"teacher\": ..., \"stages\": {\"distill\": {\"heldout\": ...}, "
+                    "...}}) or a `python -m train.heldout_eval --json` file ({\"teacher\": ..., \"students\": "
+                    "{checkpoint: ...}})")
+STAGE_NAMES = {"distill": "stage 1", "align": "stage 2"}
+
+
+def read_heldout(path: str | Path) -> dict:
+    """The numbers the report carries from a held-out result file, checked: {"source", "format", "teacher_id",
+    "sets", "chance", "teacher": {"zero_shot": {lang}}, "students": [{"name", "checkpoint", "zero_shot",
+    "retention", "retention_interval_90", "agreement"}]} (each {lang: value}; retention, its interval and
+    agreement may be None). JSON only, and only the numeric fields named here are read; anything else in the
+    file is ignored. A missing file, non-JSON, or neither shape is a ReportError naming the path."""
+    p = Path(path)
+    what = f"--heldout {str(path)!r}"
+    if not p.is_file():
+        raise ReportError(f"{what} is {'a directory' if p.is_dir() else 'not there'}; expected {HELDOUT_EXPECTED}")
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
+        raise ReportError(f"{what} is not JSON ({type(e).__name__}"
+                          f"{' at ' + str(e.pos) if isinstance(e, json.JSONDecodeError) else ''}); expected "
+                          f"{HELDOUT_EXPECTED}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("teacher"), dict) or not (
+            isinstance(data.get("stages"), dict) or isinstance(data.get("students"), dict)):
+        raise ReportError(f"{what} is neither held-out shape: expected {HELDOUT_EXPECTED}")
+    teacher = data["teacher"]
+    chance = _number(teacher, ("mean", "chance"), what, "teacher", prob=True)
+    t_zs = {lang: _number(teacher, ("mean", lang, "zero_shot"), what, "teacher", prob=True) for lang in scoring.LANGS}
+    if "students" in data and isinstance(data["students"], dict):
+        fmt = "train.heldout_eval --json"
+        named = [(Path(c).parent.name or c, c, r) for c, r in data["students"].items()]
+        if not named:
+            raise ReportError(f"{what} holds no student's result (heldout_eval ran without --checkpoint): run "
+                              "`python -m train.heldout_eval --checkpoint C --json F` with the bundle's checkpoint")
+    else:
+        fmt = "train.demo summary.json"
+        named = [(STAGE_NAMES.get(k, str(k)), v.get("checkpoint"), v["heldout"]) for k, v in data["stages"].items()
+                 if isinstance(v, dict) and "heldout" in v]
+        if not named:
+            raise ReportError(f"{what} is a summary.json with no stage's held-out result (\"stages\": {{...: "
+                              f"{{\"heldout\": ...}}}}): the demo did not finish a stage, or predates the held-out "
+                              f"protocol; run {HELDOUT_HOW}")
+    students = []
+    for name, ckpt, r in named:
+        where = f"student {name!r}"
+        if not isinstance(r, dict):
+            raise ReportError(f"{what}: the result of {where} is not an object; expected {HELDOUT_EXPECTED}")
+        if ckpt is not None and not isinstance(ckpt, str):
+            raise ReportError(f"{what}: the \"checkpoint\" of {where} is not a path string")
+        zs = {lang: _number(r, ("mean", lang, "zero_shot"), what, where, prob=True) for lang in scoring.LANGS}
+        stated = {lang: _number(r, ("retention_of_means", lang), what, where, required=False) for lang in scoring.LANGS}
+        interval = {lang: _interval(r, lang, what, where) for lang in scoring.LANGS}
+        # the file's retention of the means, else the same formula (dcclip_mobile.heldout.retention_of_means)
+        computed = {lang: (zs[lang] - chance) / (t_zs[lang] - chance) if t_zs[lang] > chance else None
+                    for lang in scoring.LANGS}
+        students.append({
+            "name": name, "checkpoint": ckpt, "zero_shot": zs,
+            "retention": {lang: stated[lang] if stated[lang] is not None else computed[lang] for lang in scoring.LANGS},
+            "retention_interval_90": interval,
+            "agreement": {lang: _number(r, ("fidelity_mean", lang, "agreement"), what, where, required=False, prob=True)
+                          for lang in scoring.LANGS}})
+    sets = teacher.get("sets")
+    teacher_id = teacher.get("teacher_id")
+    return {"source": str(path), "format": fmt, "teacher_id": teacher_id if isinstance(teacher_id, str) else None,
+            "sets": len(sets) if isinstance(sets, dict) else None, "chance": chance,
+            "teacher": {"zero_shot": t_zs}, "students": students}
+
+
+def _number(d: dict, keys: tuple[str, ...], what: str, whose: str, required: bool = True,
+            prob: bool = False) -> float | None:
+    """d[keys[0]][keys[1]]... as a finite float (in [0, 1] where `prob`); None where absent and not required."""
+    v = d
+    for k in keys:
+        v = v.get(k) if isinstance(v, dict) else None
+    if v is None and not required:
+        return None
+    field = ".".join(keys)
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or (prob and not 0 <= v <= 1):
+        raise ReportError(f"{what}: {field} of {whose} is {'missing' if v is None else repr(v)[:40]}; expected a "
+                          f"{'fraction in [0, 1]' if prob else 'finite number'} in {HELDOUT_EXPECTED}")
+    return float(v)
+
+
+def _interval(r: dict, lang: str, what: str, whose: str) -> list[float] | None:
+    """retention_interval_90[lang]: [lo, hi], or None (absent: a file from before the interval; null: the teacher
+    at chance in every resample)."""
+    v = r.get("retention_interval_90")
+    v = v.get(lang) if isinstance(v, dict) else None
+    if v is None:
+        return None
+    if (not isinstance(v, list) or len(v) != 2 or any(isinstance(x, bool) or not isinstance(x, (int, float))
+                                                      or not math.isfinite(x) for x in v) or v[0] > v[1]):
+        raise ReportError(f"{what}: retention_interval_90.{lang} of {whose} is {repr(v)[:40]}; "
+                          "expected [lo, hi] or null")
+    return [float(v[0]), float(v[1])]
+
+
+def _checkpoint_candidates(name: str, base: Path) -> list[Path]:
+    p = Path(name)
+    return [p] if p.is_absolute() else list(dict.fromkeys([p, base / p]))
+
+
+def _same_checkpoint(name: str | None, base: Path, bundle: Path, manifest: dict,
+                     eager: str | None) -> tuple[bool | None, str]:
+    """Whether a held-out row's checkpoint is this bundle's: by the manifest's sha256 where the row's checkpoint
+    files are here (True / False), else unknown (None) with whether its path is the one the bundle names."""
+    if name is None:
+        return None, "the file does not say which checkpoint this is"
+    student = manifest.get("student") if isinstance(manifest.get("student"), dict) else {}
+    recorded = student.get("checkpoint_sha256")
+    found = [c for c in _checkpoint_candidates(name, base) if all((c / f).is_file() for f in CHECKPOINT_FILES)]
+    if isinstance(recorded, dict) and set(recorded) == set(CHECKPOINT_FILES) and found:
+        if any(_checkpoint_mismatch(c, recorded) is None for c in found):
+            return True, "sha256 matches the manifest"
+        return False, "sha256 differs from the manifest's"
+    ours = [bundle / n for n in (student.get("checkpoint_from_bundle"),) if isinstance(n, str) and n]
+    ours += [Path(n) for n in (student.get("checkpoint"), eager) if isinstance(n, str) and n]
+    same_path = {os.path.realpath(c) for c in _checkpoint_candidates(name, base)} & {os.path.realpath(c) for c in ours}
+    why = ("the manifest records no sha256 to check it by" if not isinstance(recorded, dict)
+           else "its files are not here to check")
+    return None, (f"the path this bundle's checkpoint has, unverified ({why})" if same_path
+                  else f"unverified ({why})")
+
+
+def heldout_fidelity(read: dict, bundle: Path, manifest: dict, eager: str | None) -> dict:
+    """read_heldout's numbers, each student marked with whether it is this bundle's checkpoint
+    ("is_bundle_checkpoint": True / False / None: unknown, "checkpoint_check": how that was decided), the
+    checkpoint the manifest names ("bundle_checkpoint") and the note the report prints about them."""
+    base = Path(read["source"]).resolve().parent
+    students = []
+    for s in read["students"]:
+        ours, how = _same_checkpoint(s["checkpoint"], base, bundle, manifest, eager)
+        students.append({**s, "is_bundle_checkpoint": ours, "checkpoint_check": how})
+    mine = [s["name"] for s in students if s["is_bundle_checkpoint"]]
+    student = manifest.get("student") if isinstance(manifest.get("student"), dict) else {}
+    named = student.get("checkpoint_from_bundle") or student.get("checkpoint") or "(the manifest names none)"
+    if mine:
+        note = (f"This bundle's checkpoint ({named}) is {' and '.join(mine)} (its files' sha256 match the manifest's): "
+                "read only that row as this bundle's fidelity.")
+    else:
+        unknown = [s["name"] for s in students if s["is_bundle_checkpoint"] is None]
+        note = (f"None of these rows is shown to be this bundle's checkpoint ({named})"
+                + (f"; {', '.join(unknown)} could not be checked against the manifest's sha256" if unknown else "")
+                + f": do not read them as this bundle's fidelity. To measure it, run {HELDOUT_HOW}.")
+    return {**read, "students": students, "bundle_checkpoint": named, "note": note}
+
+
 # ---------------------------------------------------------------------------------------------- output
 def to_markdown(report: dict) -> str:
     h = report["host"]
@@ -399,8 +566,47 @@ def to_markdown(report: dict) -> str:
         lines += [f"- {e['name']}: " + ", ".join(f"{L} tokens {ms:.2f} ms" for L, ms in e["latency_ms_by_length"].items())
                   for e in bucketed]
     lines += ["", "Core ML rows have no host figures: Core ML runs only on Apple platforms "
-              "(`python -m lowering.verify_coreml BUNDLE` on macOS)."]
+              "(`python -m lowering.verify_coreml BUNDLE` on macOS).", ""]
+    lines += heldout_markdown(report.get("heldout_fidelity"))
     return "\n".join(lines) + "\n"
+
+
+def heldout_markdown(h: dict | None) -> list[str]:
+    """The report's held-out fidelity section (one line saying how to get it when not given)."""
+    if not h:
+        return [f"Held-out fidelity (teacher and student zero-shot on classes no stage saw, retention above chance, "
+                f"agreement) was not given: run {HELDOUT_HOW}."]
+    sets = f"mean over {h['sets']} sets" if h.get("sets") else "mean over the sets"
+    lines = ["## Held-out fidelity", "",
+             f"From `{_md(h['source'])}` ({h['format']}; teacher {_md(h.get('teacher_id') or 'unnamed')}): zero-shot "
+             f"top-1 on classes no stage saw, {sets}. Retention: the student's share of the "
+             "teacher's accuracy above chance, (student - chance) / (teacher - chance), with its 90% paired-bootstrap "
+             "interval where the file has one. Agreement: how often the student's top-1 is the teacher's.", "",
+             "| model | checkpoint | this bundle's? | EN zero-shot | ZH zero-shot | chance | EN retention "
+             "| ZH retention | EN agreement | ZH agreement |", "|---|---|---|---|---|---|---|---|---|---|",
+             "| teacher | | | " + " | ".join(_pct(h["teacher"]["zero_shot"][lang]) for lang in scoring.LANGS)
+             + f" | {_pct(h['chance'])} | | | | |"]
+    for s in h["students"]:
+        ours = {True: "yes", False: "no"}.get(s["is_bundle_checkpoint"], "unknown")
+        lines.append("| " + " | ".join([
+            _md(s["name"]), f"`{_md(s['checkpoint'])}`" if s["checkpoint"] else "not stated",
+            f"{ours}: {_md(s['checkpoint_check'])}",
+            *[_pct(s["zero_shot"][lang]) for lang in scoring.LANGS], _pct(h["chance"]),
+            *[_retention(s["retention"][lang], s["retention_interval_90"][lang]) for lang in scoring.LANGS],
+            *[_pct(s["agreement"][lang]) for lang in scoring.LANGS]]) + " |")
+    return lines + ["", _md(h["note"])]
+
+
+def _retention(r: float | None, interval: list[float] | None) -> str:
+    if r is None:
+        return "- (teacher at chance)"
+    return f"{r:.0%}" + (f" ({interval[0]:.0%} to {interval[1]:.0%})" if interval else "")
+
+
+def _md(text: str) -> str:
+    """A string from a file, safe inside a markdown table cell or code span: one line, no pipes or backticks."""
+    text = " ".join(str(text).split()).replace("|", "/").replace("`", "'")
+    return text if len(text) <= 160 else text[:157] + "..."
 
 
 def _templates_md(templates: list[str]) -> str:
@@ -457,6 +663,9 @@ def main(argv: list[str] | None = None) -> int:
                          "own (the manifest's, which the phone apps use); each row says which it used")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device-json", help="figures measured on a phone by the demo apps (same schema)")
+    ap.add_argument("--heldout", metavar="FILE",
+                    help="held-out fidelity to carry: a train.demo summary.json or a `python -m train.heldout_eval "
+                         "--checkpoint C --json FILE` file (each row says whether it is this bundle's checkpoint)")
     ap.add_argument("--out", help="output directory (default: BUNDLE/../report-<target>)")
     return run_main(ap, _run, argv)
 
@@ -467,12 +676,14 @@ def _run(args: argparse.Namespace) -> int:
             raise ReportError(f"{flag} {value}: must be >= 1")
     if args.device_json is not None:
         read_device_entries(args.device_json)  # a bad file is said now, not after the measurements
+    if args.heldout is not None:
+        read_heldout(args.heldout)  # likewise
     manifest = bm.load_manifest(args.bundle)
     out = Path(args.out) if args.out else Path(args.bundle).resolve().parent / f"report-{manifest['target']}"
     check_writable_dir(out, "--out", ReportError)
     templates = None if args.templates is None else first_clip_templates(args.templates)
     report = build_report(args.bundle, args.images, args.limit, args.runs, args.threads, args.checkpoint,
-                          templates=templates, device_json=args.device_json,
+                          templates=templates, device_json=args.device_json, heldout=args.heldout,
                           templates_rule=None if templates is None else f"first {len(templates['en'])} CLIP templates")
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
