@@ -113,12 +113,14 @@ def evaluate_zero_shot(encode_texts: EncodeTexts, source: LabeledImages, langs: 
 
 
 def student_text_encoder(model, tokenizer, batch_size: int = 256) -> EncodeTexts:
+    """Normalized student text embeddings, computed without pad columns (TextStudent.forward_trimmed: the same
+    outputs as the full-context forward; prompts average ~10 of 64 tokens)."""
     @torch.inference_mode()
     def encode(texts: list[str]) -> torch.Tensor:
         out = []
         for i in range(0, len(texts), batch_size):
             t = tokenizer(texts[i:i + batch_size])
-            out.append(model.encode_text(t["input_ids"], t["attention_mask"]))
+            out.append(F.normalize(model.text.forward_trimmed(t["input_ids"], t["attention_mask"])[1], dim=-1))
         return torch.cat(out)
     return encode
 
