@@ -98,8 +98,8 @@ def run(args: argparse.Namespace) -> Path:
     else:
         labels = torch.as_tensor(images.labels) if hasattr(images, "labels") else None
         teacher_emb = None
-        if wants_teacher and mode == "cache":
-            cache = teacher_cache_dir(args.cache)
+        cache = teacher_cache_dir(args.cache)
+        if (args.distill_weight > 0 or args.affinity_weight > 0) and mode == "cache":  # only these read them
             teacher_emb = cache_image_features(teacher, images.image, len(images), images.dataset_id, cache,
                                                batch_size=teacher_batch(device), workers=cfg.num_workers, rank=info.rank,
                                                world=info.world)["embedding"]
