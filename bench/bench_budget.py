@@ -99,6 +99,10 @@ def stage_rows(summary: dict, source: str = "summary.json") -> tuple[list[dict],
         wall = _seconds(entry["wall_s"], f"{source} {'.'.join(path)}.wall_s")
         resumed = wall < RESUMED_BELOW_S
         what = skipped or "this step is never skipped, so the figure is unexpected"
+        if resumed and key == "assets":  # setup.sh installs them: on a fresh machine the demo finds them too
+            rows.append({"stage": key, "label": label, "wall_s": wall, "flag": None,
+                         "note": f"{wall:.3f} s: already on disk, as setup.sh leaves them on a fresh machine"})
+            continue
         rows.append({"stage": key, "label": label, "wall_s": wall, "flag": RESUMED if resumed else None,
                      "note": f"{wall:.3f} s recorded: {what}" if resumed else ""})
     if "total_wall_s" not in summary:
