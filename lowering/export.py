@@ -100,29 +100,59 @@ def resolve_targets(target: str) -> list[str]:
 
 
 def resolve_precisions(targets: list[str], precision: str | None) -> dict[str, list[str]]:
-    """--precision value -> {target: [precisions]}; None -> each target's default."""
+    """--precision value -> {target: [items]}; None -> each target's default. An item is a precision for both
+    towers or TOWER:PRECISION for one (e.g. 'fp32,text:int8-dynamic': the image tower in fp32 and the text tower
+    in fp32 and int8-dynamic, int8-dynamic its default), so a bundle can ship each tower in the smallest
+    precision that passes the gate."""
     if precision is None:
         return {t: [DEFAULT_PRECISION[t]] for t in targets}
     asked = [p.strip() for p in precision.split(",") if p.strip()]
     if asked == ["all"]:
         return {t: list(PRECISIONS[t]) for t in targets}
     accepted = sorted({p for t in targets for p in PRECISIONS[t]})
-    unknown = [p for p in asked if p not in accepted]
+    bad_tower = [p for p in asked if ":" in p and p.split(":", 1)[0] not in TOWERS]
+    if bad_tower:
+        raise ExportError(f"--precision {', '.join(bad_tower)}: a tower-specific precision is image:P or text:P")
+    unknown = [p for p in asked if _split_item(p)[1] not in accepted]
     if unknown or not asked:
         per_target = "; ".join(f"{t}: {', '.join(PRECISIONS[t])}" for t in targets)
-        raise ExportError(f"unknown precision {', '.join(unknown) or repr(precision)}; accepted: {per_target}; or all")
+        raise ExportError(f"unknown precision {', '.join(unknown) or repr(precision)}; accepted: {per_target}; "
+                          "or all; or TOWER:PRECISION for one tower")
     out = {}
     for t in targets:
-        mine = [p for p in asked if p in PRECISIONS[t]]
+        mine = [p for p in asked if _split_item(p)[1] in PRECISIONS[t]]
         out[t] = mine or [DEFAULT_PRECISION[t]]
     return out
 
 
+def _split_item(item: str) -> tuple[str | None, str]:
+    """'text:int8' -> ('text', 'int8'); 'int8' -> (None, 'int8')."""
+    tower, _, precision = item.rpartition(":")
+    return tower or None, precision
+
+
+def tower_precisions(target: str, tower: str, items: list[str]) -> list[str]:
+    """The precisions `items` asks of one tower, in order (the target's default where it asks none)."""
+    mine = [p for t, p in map(_split_item, items) if t in (None, tower)]
+    return list(dict.fromkeys(mine)) or [DEFAULT_PRECISION[target]]
+
+
+def tower_default(target: str, tower: str, items: list[str]) -> str:
+    """The precision an app loads for a tower: the first asked for that tower alone; else the target's default
+    if asked; else the first asked."""
+    specific = [p for t, p in map(_split_item, items) if t == tower]
+    if specific:
+        return specific[0]
+    ps = tower_precisions(target, tower, items)
+    return DEFAULT_PRECISION[target] if DEFAULT_PRECISION[target] in ps else ps[0]
+
+
 # --- the artifacts ----------------------------------------------------------------------------
 
-def artifact_plan(target: str, tower: str, precisions: list[str]) -> list[tuple[str, str, str]]:
+def artifact_plan(target: str, tower: str, items: list[str]) -> list[tuple[str, str, str]]:
     """(backend, format, precision) of each artifact a target ships for a tower, in manifest order, each once
-    (8da4w's image tower is the int8 recipe)."""
+    (8da4w's image tower is the int8 recipe); `items` as resolve_precisions gives them."""
+    precisions = tower_precisions(target, tower, items)
     if target == "android":
         plan = [("xnnpack", "pte", recipe_for(tower, p)) for p in precisions]
     elif target == "ios":  # and the ExecuTorch Core ML delegate: same graph, for apps on the ExecuTorch iOS runtime
@@ -230,14 +260,16 @@ def build_artifacts(target: str, towers: tuple[Tower, ...], refs: References, pr
     return artifacts
 
 
-def _mark_defaults(artifacts: list[bm.Artifact], target: str, precisions: list[str]) -> str:
-    """The default precision if it was built, else the first asked; per tower, the artifact an app loads: the
-    first that precision plans."""
-    default = DEFAULT_PRECISION[target] if DEFAULT_PRECISION[target] in precisions else precisions[0]
-    for tower in TOWERS:
+def _mark_defaults(artifacts: list[bm.Artifact], target: str, items: list[str]) -> str:
+    """Per tower, the artifact an app loads (tower_default's precision, the first artifact it plans); returns
+    the manifest's default_precision: that precision, or 'image:P,text:Q' where the towers differ."""
+    defaults = {tower: tower_default(target, tower, items) for tower in TOWERS}
+    for tower, default in defaults.items():
         file = bm.artifact_file_name(tower, *artifact_plan(target, tower, [default])[0])
         next(a for a in artifacts if a.file == file).default = True
-    return default
+    if len(set(defaults.values())) == 1:
+        return defaults[TOWERS[0]]
+    return ",".join(f"{tower}:{p}" for tower, p in defaults.items())
 
 
 def _checkpoint_hashes(checkpoint: str | Path | None) -> dict[str, str]:
@@ -272,8 +304,10 @@ def export_bundles(model: DCCLIPStudent, tokenizer: BilingualTokenizer, targets:
     precisions = precisions or {t: [DEFAULT_PRECISION[t]] for t in targets}
     for t in targets:
         for p in precisions.get(t) or [DEFAULT_PRECISION[t]]:
-            if p not in PRECISIONS[t]:
-                raise ExportError(f"unknown precision {p!r} for target {t!r}; accepted: {', '.join(PRECISIONS[t])}")
+            tower, precision = _split_item(p)
+            if precision not in PRECISIONS[t] or tower not in (None, *TOWERS):
+                raise ExportError(f"unknown precision {p!r} for target {t!r}; accepted: {', '.join(PRECISIONS[t])}, "
+                                  "each alone or as TOWER:PRECISION (image or text)")
     if eval_set is not None and images is not None:
         raise ExportError("give export_bundles an eval_set or an image source (images=), not both")
     eval_set = eval_set or (eval_set_from_source(images) if images is not None else default_eval_set())
@@ -345,7 +379,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--target", required=True, help=f"{', '.join(TARGETS)} or all")
     ap.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT, help="student checkpoint directory")
     ap.add_argument("--precision", default=None,
-                    help="comma-separated, or all; default: " + ", ".join(f"{t} {p}" for t, p in DEFAULT_PRECISION.items()))
+                    help="comma-separated, or all; TOWER:P for one tower (e.g. fp32,text:int8-dynamic ships the text "
+                         "tower in int8-dynamic by default); default: "
+                         + ", ".join(f"{t} {p}" for t, p in DEFAULT_PRECISION.items()))
     ap.add_argument("--labels", default=None, help="English labels, one per line (default: Fashion-MNIST's)")
     ap.add_argument("--labels-zh", default=None, help="Chinese labels, one per line, same order as --labels")
     ap.add_argument("--out", default="bundles", help="output directory; bundles go to OUT/<target>/")

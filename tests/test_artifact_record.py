@@ -53,6 +53,22 @@ def test_an_entry_with_missing_or_unknown_keys_is_refused():
 
 
 @pytest.mark.slow
+def test_precision_items_for_one_tower_are_parsed_and_refused_clearly():
+    from lowering.export import ExportError, resolve_precisions, tower_default, tower_precisions
+
+    items = resolve_precisions(["android", "ios"], "fp32,text:int8-dynamic,image:fp16")
+    assert items == {"android": ["fp32", "text:int8-dynamic"], "ios": ["image:fp16"]}  # each target its own
+    assert tower_precisions("android", "image", items["android"]) == ["fp32"]
+    assert tower_precisions("android", "text", items["android"]) == ["fp32", "int8-dynamic"]
+    assert tower_default("android", "text", items["android"]) == "int8-dynamic"
+    assert tower_default("android", "image", items["android"]) == "fp32"
+    assert tower_precisions("android", "image", ["text:int8"]) == ["int8"]  # a tower asked nothing: the default
+    with pytest.raises(ExportError, match="photo:int8.*image:P or text:P"):
+        resolve_precisions(["android"], "photo:int8")
+    with pytest.raises(ExportError, match="unknown precision text:int3"):
+        resolve_precisions(["android"], "text:int3")
+
+
 def test_exported_manifests_hold_exactly_their_artifact_records(tiny_tokenizer, tmp_path):
     torch.manual_seed(0)
     cfg = load_preset("tiny")
@@ -66,7 +82,7 @@ def test_exported_manifests_hold_exactly_their_artifact_records(tiny_tokenizer, 
     labels = {"en": list(CLASSES_EN), "zh": list(CLASSES_ZH)}
     texts = [(lang, fill(CALIBRATION_TEMPLATES[lang][0], labels[lang][i])) for i in range(4) for lang in ("en", "zh")]
     result = export_bundles(model, tiny_tokenizer, ["android", "ios", "torchscript"], tmp_path,
-                            {"android": ["fp32", "8da4w"], "ios": ["fp16"], "torchscript": ["fp32"]},
+                            {"android": ["fp32", "8da4w", "text:int8-dynamic"], "ios": ["fp16"], "torchscript": ["fp32"]},
                             EvalSet(images[:6], images[6:], labels, texts), allow_parity_failure=True,
                             measure_latency=False, log=lambda *_: None)
     for target, records in result.artifacts.items():
@@ -78,8 +94,14 @@ def test_exported_manifests_hold_exactly_their_artifact_records(tiny_tokenizer, 
             assert (a.length_buckets is not None) == (a.backend == "xnnpack" and a.tower == "text"), a.file
     android = {(a.tower, a.precision): a for a in result.artifacts["android"]}
     # 8da4w's image tower is the int8 recipe; the text .pte's one bucket at the 16-token context is "forward"
-    assert sorted(android) == [("image", "fp32"), ("image", "int8"), ("text", "8da4w"), ("text", "fp32")]
+    assert sorted(android) == [("image", "fp32"), ("image", "int8"), ("text", "8da4w"), ("text", "fp32"),
+                               ("text", "int8-dynamic")]
     assert [b["method"] for b in android["text", "fp32"].length_buckets] == ["forward"]
+    # text:int8-dynamic is the text tower's alone and its default; the image tower's is the first asked (fp32)
+    assert {t: a["file"] for t, a in bm.default_artifacts(result.manifests["android"]).items()} == {
+        "image": "image_encoder_xnnpack_fp32.pte", "text": "text_encoder_xnnpack_int8-dynamic.pte"}
+    assert result.manifests["android"]["default_precision"] == "image:fp32,text:int8-dynamic"
+    assert result.manifests["ios"]["default_precision"] == "fp16"
     assert {t: a["file"] for t, a in bm.default_artifacts(result.manifests["ios"]).items()} == {
         "image": "image_encoder_coreml_fp16.mlpackage", "text": "text_encoder_coreml_fp16.mlpackage"}
     assert [a.file for a in result.artifacts["ios"]] == [
