@@ -7,7 +7,8 @@ depth-pruned EfficientNet-Lite0 and kept fixed, the measured best here; the text
 teacher on a bilingual corpus, 16 texts per augmented emoji view) -> stage 2 (aligned on the *seen* emoji
 classes with their English and Chinese names, caption embeddings kept near the teacher's, stage 1's corpus
 replayed so the classes it does not align on keep the teacher's geometry) -> the held-out
-protocol after each stage -> export (Android .pte fp32, iOS Core ML fp16) behind the parity gate, shipping
+protocol after each stage -> export (Android .pte: fp32 image, int8-dynamic text where it passes; iOS
+Core ML fp16) behind the parity gate, shipping
 Fashion-MNIST's classes -> on-device report (zero-shot: no stage saw Fashion-MNIST) -> summary.json.
 
 Zero-shot here means what it says: the unseen emoji classes (half the families of five groups, chosen by a
@@ -149,21 +150,33 @@ def _evaluate(checkpoint: Path, ref: TeacherReference, summary: dict, wall_s: fl
     return {"wall_s": wall_s, "checkpoint": str(checkpoint), "heldout": r}
 
 
-def export_and_report(model, tokenizer, checkpoint: Path, out: Path, report_images: int) -> tuple[dict, dict]:
-    """Android (fp32 and int8 .pte) and iOS (Core ML fp16) bundles behind the parity gate, then the report.
+# Android bundles to try, smallest first: the first whose every artifact passes the parity gate ships. The
+# demo student's int8-dynamic text tower passes (mean cosine 0.9995, top-1 agreement 0.979, 3.98 MB against
+# 15.04 MB fp32); its image tower fails in int8 (mean cosine 0.932) and int8-dynamic (top-1 0.941), so it stays
+# fp32. A student whose int8-dynamic text fails the gate gets the all-fp32 bundle, and the demo says so.
+ANDROID_CANDIDATES = (["image:fp32", "text:int8-dynamic"], ["fp32"])
 
-    The bundles ship Fashion-MNIST's ten classes (held out of both stages, so the report's accuracy is zero-shot)
-    and check parity on its images. Android ships fp32 only: the small-lite student's int8 .pte files fail the
-    gate (image: mean cosine 0.936, top-1 agreement 0.883, with or without the anchor head kept fp32; text: top-1
-    agreement 0.934), and with the ~360 seen emoji classes shipped instead the int8 text
-    tower's agreement was 0.785. Measured in this project's demo runs; int8 for this student is open work."""
-    from lowering.export import export_bundles
+
+def export_and_report(model, tokenizer, checkpoint: Path, out: Path, report_images: int) -> tuple[dict, dict]:
+    """Android (the smallest of ANDROID_CANDIDATES that passes the gate) and iOS (Core ML fp16) bundles behind
+    the parity gate, then the report. The bundles ship Fashion-MNIST's ten classes (held out of both stages, so
+    the report's accuracy is zero-shot) and check parity on its images."""
+    from lowering.export import ParityGateError, export_bundles
     from lowering.report import build_report, plot, to_markdown
 
     t = time.perf_counter()
-    result = export_bundles(model, tokenizer, ["android", "ios"], out / "bundles",
-                            {"android": ["fp32"], "ios": ["fp16"]}, checkpoint=checkpoint)
-    export = {"wall_s": time.perf_counter() - t, "bundles": {k: str(v) for k, v in result.bundles.items()}}
+    for i, android in enumerate(ANDROID_CANDIDATES):
+        try:
+            result = export_bundles(model, tokenizer, ["android", "ios"], out / "bundles",
+                                    {"android": android, "ios": ["fp16"]}, checkpoint=checkpoint)
+            break
+        except ParityGateError as e:
+            if i == len(ANDROID_CANDIDATES) - 1:
+                raise
+            print(f"android {','.join(android)} failed the parity gate ({e}); trying "
+                  f"{','.join(ANDROID_CANDIDATES[i + 1])}", flush=True)
+    export = {"wall_s": time.perf_counter() - t, "bundles": {k: str(v) for k, v in result.bundles.items()},
+              "android_precision": android}
     t = time.perf_counter()
     report = build_report(out / "bundles" / "android", limit=report_images, checkpoint=str(checkpoint),
                           heldout=out / "summary.json")
