@@ -4,9 +4,9 @@ in a bundle, next to the eager PyTorch student it came from.
     python -m lowering.report --bundle runs/demo/bundles/android [--images fashion-mnist --limit 500]
         [--checkpoint DIR] [--templates N] [--device-json FILE] [--heldout FILE] [--out DIR]
 
-Each runnable artifact (.pte through the ExecuTorch runtime, TorchScript) is paired with the text
-artifact of the same backend and precision for zero-shot top-1/top-5 (class names x templates per
-language). Scoring: by default exactly the bundle's rule (lowering.scoring: the manifest's
+Each runnable artifact (.pte through the ExecuTorch runtime, TorchScript) is paired with the other tower's
+artifact of the same backend and precision (else that backend's default, as in a bundle whose towers ship in
+different precisions) for zero-shot top-1/top-5 (class names x templates per language). Scoring: by default exactly the bundle's rule (lowering.scoring: the manifest's
 class_embeddings.templates), which the phone apps use too, so host rows and --device-json rows are measured
 the same way; --templates N scores the host rows with the first N CLIP templates instead, and every row's
 "scoring" field (a column in report.md) says which rule it used. Latency: batch 1, median and p90 of
@@ -245,6 +245,14 @@ def scoring_rule(manifest: dict, templates: dict[str, list[str]] | None,
     return shipped, f"manifest templates ({scoring.describe(shipped)})"
 
 
+def partner_artifact(manifest: dict, a: dict, tower: str) -> dict | None:
+    """The `tower` artifact scored with artifact `a`: the one of the same backend and precision, else (a bundle
+    whose towers ship in different precisions) that backend's default, the pair the app runs."""
+    same = [b for b in manifest["artifacts"] if b["tower"] == tower and b["backend"] == a["backend"]]
+    return (next((b for b in same if b["precision"] == a["precision"]), None)
+            or next((b for b in same if b.get("default")), None))
+
+
 def build_report(bundle: str | Path, images: str = "fashion-mnist", limit: int = 500, runs: int = 50,
                  threads: int = 2, checkpoint: str | None = None, templates: dict[str, list[str]] | None = None,
                  device_json: str | None = None, templates_rule: str | None = None,
@@ -303,15 +311,16 @@ def _build_report(bundle: str | Path, images: str = "fashion-mnist", limit: int 
                 entries.append(_entry(f"{tower}_encoder_eager_fp32", tower, "pytorch-eager", "fp32", None, med, p90,
                                       None, acc, None, "host", rule, None))
 
-    # accuracy belongs to an (image, text) pair of one backend and precision: computed once per pair
-    pair_accuracy: dict[tuple[str, str], dict | None] = {}
+    # accuracy belongs to an (image, text) pair: computed once per pair
+    pair_accuracy: dict[tuple, dict | None] = {}
     for a in manifest["artifacts"]:
         id_dtype = torch.int32 if a["backend"] == "coreml" else torch.long
         _reset_peak_rss()
         base = _rss_kb("VmRSS")
         run = runner_for(bundle, a, manifest)
         med = p90 = peak = by_length = None
-        key = (a["backend"], a["precision"])
+        pair = {a["tower"]: a, **{t: partner_artifact(manifest, a, t) for t in ("image", "text") if t != a["tower"]}}
+        key = (a["backend"], *(None if pair[t] is None else pair[t]["precision"] for t in ("image", "text")))
         if run is not None:
             args = example["image"] if a["tower"] == "image" else tuple(x.to(id_dtype) for x in example["text"])
             try:
@@ -323,8 +332,6 @@ def _build_report(bundle: str | Path, images: str = "fashion-mnist", limit: int 
             if isinstance(run, LengthBucketRunner):  # each bucket, with a text that fills it
                 by_length = {L: timed(run, _text_of_length(tokenizer, L), runs)[0] for L in sorted(run.runners)}
             if key not in pair_accuracy:
-                pair = {t: next((b for b in manifest["artifacts"] if (b["backend"], b["precision"], b["tower"])
-                                 == (*key, t)), None) for t in ("image", "text")}
                 runs_ = {t: (run if pair[t] is a else runner_for(bundle, pair[t], manifest) if pair[t] else None)
                          for t in pair}
                 pair_accuracy[key] = (accuracy(runs_["image"], runs_["text"], id_dtype)

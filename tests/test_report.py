@@ -310,3 +310,19 @@ def test_heldout_file_errors_name_the_path_and_the_shapes(tmp_path, capsys):
     assert main(["--bundle", str(tmp_path / "no-bundle"), "--heldout", str(tmp_path / "list.json")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: --heldout") and str(tmp_path / "list.json") in err and err.count("\n") == 1
+
+
+def test_a_bundle_with_towers_in_different_precisions_scores_the_pair_the_app_runs():
+    from lowering.report import partner_artifact
+
+    def art(tower, precision, default=False, backend="xnnpack"):
+        return {"tower": tower, "backend": backend, "precision": precision, "default": default}
+
+    image_fp32, text_fp32 = art("image", "fp32", True), art("text", "fp32")
+    text_dyn, coreml_text = art("text", "int8-dynamic", True), art("text", "fp16", True, "coreml")
+    manifest = {"artifacts": [image_fp32, text_fp32, text_dyn, coreml_text]}
+    assert partner_artifact(manifest, image_fp32, "text") is text_fp32  # same precision first
+    assert partner_artifact(manifest, text_dyn, "image") is image_fp32  # else that backend's default
+    manifest = {"artifacts": [image_fp32, text_dyn, coreml_text]}
+    assert partner_artifact(manifest, image_fp32, "text") is text_dyn
+    assert partner_artifact(manifest, coreml_text, "image") is None  # no Core ML image artifact at all
