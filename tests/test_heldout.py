@@ -85,3 +85,22 @@ def test_retention_interval_is_paired_and_narrows_with_more_images():
     # a teacher at chance in every resample: no retention to speak of
     none = {"a": torch.zeros(50, dtype=torch.bool), "b": torch.zeros(50, dtype=torch.bool)}
     assert retention_interval(none, none, chances) is None
+
+
+def test_the_image_tower_digest_follows_the_image_tower_only(tiny_student):
+    """The held-out evaluation reuses a student's image embeddings across checkpoints with the same digest
+    (stages that keep the image tower fixed): a text change must keep it, any image weight or BatchNorm
+    statistic must change it."""
+    from train.heldout_eval import image_tower_digest
+
+    before = image_tower_digest(tiny_student)
+    with torch.no_grad():
+        tiny_student.text.proj.weight.add_(1.0)
+    assert image_tower_digest(tiny_student) == before
+    bn = next(m for m in tiny_student.image.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    bn.running_mean.add_(0.5)
+    after_stats = image_tower_digest(tiny_student)
+    assert after_stats != before
+    with torch.no_grad():
+        next(tiny_student.image.parameters()).mul_(2.0)
+    assert image_tower_digest(tiny_student) not in (before, after_stats)

@@ -9,6 +9,7 @@ runs first (its image and prompt embeddings are cached), then each student is sc
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 import time
@@ -58,11 +59,22 @@ class TeacherReference:
             self.protos[s.name] = prototypes(encode_texts, s, self.langs, n_templates)
             self.results[s.name] = score(self.image[s.name], self.protos[s.name], s)
         self.wall_s = time.perf_counter() - t
+        # student image embeddings by image-tower digest: stages that keep the tower fixed embed the sets once
+        self.student_images: dict[str, dict[str, torch.Tensor]] = {}
 
     def summary(self) -> dict:
         per_set = {name: public(r) for name, r in self.results.items()}
         return {"teacher_id": self.teacher.teacher_id, "sets": per_set, "mean": mean_over_sets(per_set, self.langs),
                 "wall_s": self.wall_s}
+
+
+def image_tower_digest(model) -> str:
+    """sha256 over the image tower's parameters and buffers (BatchNorm statistics included), and its input size."""
+    h = hashlib.sha256(str(model.cfg.image.image_size).encode())
+    for name, t in model.image.state_dict().items():
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
 
 
 def evaluate_student_heldout(model, tokenizer, ref: TeacherReference) -> dict:
@@ -72,8 +84,11 @@ def evaluate_student_heldout(model, tokenizer, ref: TeacherReference) -> dict:
     encode_texts = student_text_encoder(model, tokenizer)
     pre = ImagePreprocess.for_student(model.cfg)
     per_set, fid, hits, teacher_hits, chances = {}, {}, {}, {}, {}
+    images = ref.student_images.setdefault(image_tower_digest(model), {})
     for s in ref.sets:
-        img = embed_images(model.encode_image, s.source, pre, desc=f"student {s.name}")
+        if s.name not in images:
+            images[s.name] = embed_images(model.encode_image, s.source, pre, desc=f"student {s.name}")
+        img = images[s.name]
         protos = prototypes(encode_texts, s, ref.langs, ref.n_templates)
         r = score(img, protos, s)
         fid[s.name] = fidelity(r, ref.results[s.name], s, img, ref.image[s.name], protos, ref.protos[s.name])
