@@ -52,6 +52,7 @@ from dcclip_mobile.data.labels import templates as clip_templates
 from dcclip_mobile.data.preprocess import ImagePreprocess, preprocess_image
 from dcclip_mobile.data.sources import open_image_source
 from dcclip_mobile.errors import DCClipError, run_main
+from dcclip_mobile.heldout import retention
 from dcclip_mobile.tokenizer import BilingualTokenizer
 from dcclip_mobile.timing import percentile, run_times_ms
 from dcclip_mobile.timing import threads as thread_setting
@@ -445,9 +446,8 @@ def read_heldout(path: str | Path) -> dict:
         zs = {lang: _number(r, ("mean", lang, "zero_shot"), what, where, prob=True) for lang in scoring.LANGS}
         stated = {lang: _number(r, ("retention_of_means", lang), what, where, required=False) for lang in scoring.LANGS}
         interval = {lang: _interval(r, lang, what, where) for lang in scoring.LANGS}
-        # the file's retention of the means, else the same formula (dcclip_mobile.heldout.retention_of_means)
-        computed = {lang: (zs[lang] - chance) / (t_zs[lang] - chance) if t_zs[lang] > chance else None
-                    for lang in scoring.LANGS}
+        # the file's retention of the means, else the same formula on them (dcclip_mobile.heldout.retention)
+        computed = {lang: retention(zs[lang], t_zs[lang], chance) for lang in scoring.LANGS}
         students.append({
             "name": name, "checkpoint": ckpt, "zero_shot": zs,
             "retention": {lang: stated[lang] if stated[lang] is not None else computed[lang] for lang in scoring.LANGS},

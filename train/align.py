@@ -19,7 +19,6 @@ import torch
 
 from dcclip_mobile.atomic import atomic_write_text
 from dcclip_mobile.checkpoint import load_student
-from dcclip_mobile.data.labels import bilingual_corpus
 from dcclip_mobile.teachers import build_teacher
 from dcclip_mobile.teachers.cache import cache_image_features, cache_text_features, teacher_cache_dir
 
@@ -32,7 +31,7 @@ from .datasets import AlignSet, collate_skipping_bad
 from .device import add_device_args, resolve_amp, resolve_channels_last, resolve_device
 from .loop import TrainConfig, init_distributed, throughput_summary, train
 from .sources import add_image_source_args, image_source
-from .distill import corpus_classnames
+from .distill import class_prompt_corpus
 from .replay import TextReplay
 from .stages import AlignStage, OnlineTeacher
 from .streams import align_stream, stream_dataset_id
@@ -129,8 +128,7 @@ def run(args: argparse.Namespace) -> Path:
 def replay_bank(args: argparse.Namespace, teacher, tokenizer, info) -> TextReplay:
     """Stage 1's kind of corpus (class prompts, the seen classes' names among them, never a held-out one) with
     the teacher's embeddings, cached like stage 1's (the same texts hit the same cache)."""
-    corpus = [t for t, _ in bilingual_corpus(args.replay_corpus_size, seed=args.seed,
-                                             classnames=corpus_classnames(args.seed))]
+    corpus = class_prompt_corpus(args.replay_corpus_size, args.seed)
     emb = cache_text_features(teacher, corpus, f"corpus-{len(corpus)}", teacher_cache_dir(args.cache),
                               rank=info.rank, world=info.world)["embedding"]
     tokens = tokenizer(corpus)

@@ -151,8 +151,7 @@ def text_corpus(args: argparse.Namespace, vocab_size: int, context: int) -> tupl
     sentences = args.corpus_size // 2 if args.sentences is None else args.sentences
     if args.corpus_size < 0 or sentences < 0:
         raise UsageError("--corpus-size and --sentences must be >= 0")
-    corpus = [t for t, _ in bilingual_corpus(args.corpus_size, seed=args.seed, classnames=corpus_classnames(args.seed))
-              ] if args.corpus_size > 0 else []
+    corpus = class_prompt_corpus(args.corpus_size, args.seed) if args.corpus_size > 0 else []
     if sentences > 0:
         corpus += [t for t, _ in sentence_mix(sentences, seed=args.seed, context_length=context)]
     if args.texts:
@@ -172,6 +171,12 @@ def shared_tokenizer(tok_dir: Path, corpus: list[str], vocab_size: int, context_
     if info.world > 1:
         torch.distributed.barrier()
     return BilingualTokenizer.load(tok_dir)
+
+
+def class_prompt_corpus(size: int, seed: int) -> list[str]:
+    """Stage 1's bilingual class prompts; stage 2's replay (train/replay.py) draws the same texts, so their teacher
+    embeddings come from the same cache entry."""
+    return [t for t, _ in bilingual_corpus(size, seed=seed, classnames=corpus_classnames(seed))]
 
 
 def corpus_classnames(seed: int) -> dict[str, list[str]]:
