@@ -1,16 +1,19 @@
 """Side by side, in one run on this machine: the AltCLIP teacher's towers, the student (eager, .pte fp32,
-.pte int8), and a peer a user would pick instead (TinyCLIP ViT-8M/16 + Text-3M), all lowered the same way.
+.pte int8), and two peers a user would pick instead (TinyCLIP ViT-8M/16 + Text-3M; MobileCLIP-S0's MCi0 +
+its text encoder, reparameterized), all lowered the same way.
 
     python bench/bench_side_by_side.py [--runs 20] [--out bench/results/side_by_side.json]
 
-Batch 1, 224x224 images, text at each model's context (student 64 tokens, AltCLIP 64, TinyCLIP 77) and the
-student's text .pte at each of its length buckets (16, 32, 64: a short query runs in the 16-token method), 2
-threads. The student's and TinyCLIP's runners of one tower are timed interleaved (dcclip_mobile.timing:
---rounds rounds of --runs calls each, in turn), so their ratios come from one run under the same drift; each
+Batch 1, 224x224 images (MobileCLIP-S0: 256x256, its configured size), text at each model's context (student
+64 tokens, AltCLIP 64, TinyCLIP and MobileCLIP 77) and the student's text .pte at each of its length buckets
+(16, 32, 64: a short query runs in the 16-token method), 2 threads. The student's and both peers' runners of
+one tower are timed interleaved (dcclip_mobile.timing: --rounds rounds of --runs calls each, in turn), so
+their ratios come from one run under the same drift; each
 row states its median and the spread of its per-round medians. AltCLIP's towers take seconds per call and
 are timed apart (median of a few calls). Random weights except the student's BatchNorm statistics
 (estimated on Fashion-MNIST) and its tokenizer; timing and size do not depend on weights. Prints a table and
-the ratios; writes JSON; asserts nothing.
+the ratios; writes JSON; asserts nothing. A peer's .pte that fails to quantize or lower gets a row saying so
+in its partitions column, untimed, and its ratios are null.
 """
 from __future__ import annotations
 
@@ -24,7 +27,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_lowering import fresh_student  # noqa: E402
-from peers import TinyCLIPImage, TinyCLIPText, altclip_towers, tinyclip_inputs  # noqa: E402
+from peers import (MobileCLIPImage, MobileCLIPText, TinyCLIPImage, TinyCLIPText, altclip_towers,  # noqa: E402
+                   mobileclip_inputs, tinyclip_inputs)
 
 from dcclip_mobile.models import count_parameters  # noqa: E402
 from dcclip_mobile.timing import interleaved_ms, median_ms, threads  # noqa: E402
@@ -34,12 +38,23 @@ from lowering.inputs import default_eval_set, image_inputs, text_inputs  # noqa:
 from lowering.quantize import quantize_encoder  # noqa: E402
 
 
-def pte_rows(model_name: str, tower: str, module, example, calibration) -> list[dict]:
-    """The fp32 and int8 .pte of one tower: rows with their runner and inputs, timed later, together."""
+def pte_rows(model_name: str, tower: str, module, example, calibration, keep_failures: bool = False) -> list[dict]:
+    """The fp32 and int8 .pte of one tower: rows with their runner and inputs, timed later, together.
+    keep_failures: a precision that fails to quantize or lower gets a row whose partitions column says why
+    (no runner, no size) instead of stopping the run."""
     rows = []
     for precision in ("fp32", "int8"):
-        q = quantize_encoder(module, tower, precision, example, calibration)
-        lowered = lower_to_pte(q, example, "xnnpack")
+        try:
+            q = quantize_encoder(module, tower, precision, example, calibration)
+            lowered = lower_to_pte(q, example, "xnnpack")
+        except Exception as exc:  # noqa: BLE001 - reported in the row, see keep_failures
+            if not keep_failures:
+                raise
+            why = f"failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:160]
+            rows.append({"model": model_name, "tower": tower, "runtime": f"executorch-xnnpack-{precision}",
+                         "size_bytes": None, "partitions": why})
+            print(f"  {model_name} {tower} .pte {precision}: {why}", flush=True)
+            continue
         rows.append({"model": model_name, "tower": tower, "runtime": f"executorch-xnnpack-{precision}",
                      "size_bytes": len(lowered.buffer), "partitions": lowered.partitions,
                      "run": (PteRunner(lowered.buffer), example)})
@@ -132,6 +147,17 @@ def measure(args: argparse.Namespace) -> dict:
         calib_peer = [tinyclip_inputs()[tower] for _ in range(8)]
         rows += pte_rows("tinyclip-8m16-3m", tower, module, inputs[tower], calib_peer)
 
+    print("MobileCLIP-S0 (MCi0 + its text encoder, reparameterized)", flush=True)
+    torch.manual_seed(0)
+    peers = {"image": MobileCLIPImage().eval(), "text": MobileCLIPText().eval()}
+    inputs = mobileclip_inputs()
+    for tower, module in peers.items():
+        rows.append({"model": "mobileclip-s0", "tower": tower, "runtime": "pytorch-eager-fp32",
+                     "size_bytes": 4 * count_parameters(module), "run": (eager(module), inputs[tower])})
+        calib_peer = [mobileclip_inputs()[tower] for _ in range(8)]
+        rows += pte_rows("mobileclip-s0", tower, module, inputs[tower], calib_peer, keep_failures=True)
+    del peers
+
     for tower in ("image", "text"):  # one interleaved timing per tower: the student's and the peer's together
         timed = [r for r in rows if r["tower"] == tower and "run" in r]
         print(f"timing {len(timed)} {tower} runners interleaved: {args.rounds} rounds x {args.runs} calls", flush=True)
@@ -150,24 +176,31 @@ def measure(args: argparse.Namespace) -> dict:
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         spread = "-" if "spread_ms" not in r else f"{r['spread_ms'][0]:.2f}-{r['spread_ms'][1]:.2f}"
-        print(f"| {r['model']} | {r['tower']} | {r['runtime']} | {r.get('tokens', '')} | {r['size_bytes'] / 1e6:.1f} "
-              f"| {r['latency_ms']:.2f} | {spread} | {r.get('partitions', '')} |")
+        size = "-" if r["size_bytes"] is None else f"{r['size_bytes'] / 1e6:.1f}"
+        ms = f"{r['latency_ms']:.2f}" if "latency_ms" in r else "-"
+        print(f"| {r['model']} | {r['tower']} | {r['runtime']} | {r.get('tokens', '')} | {size} "
+              f"| {ms} | {spread} | {r.get('partitions', '')} |")
     ratios = {}
     context = model.cfg.text.context_length
     for tower in ("image", "text"):
         teacher = get("altclip", tower, "pytorch-eager-fp32")["latency_ms"]
         student = get("dcclip-small", tower, "executorch-xnnpack-int8", context if tower == "text" else None)
         peer = get("tinyclip-8m16-3m", tower, "executorch-xnnpack-int8")
+        mobileclip = get("mobileclip-s0", tower, "executorch-xnnpack-int8")
         ratios[tower] = {"teacher_over_student_int8": teacher / student["latency_ms"],
                          "peer_int8_over_student_int8_latency": peer["latency_ms"] / student["latency_ms"],
-                         "peer_int8_over_student_int8_size": peer["size_bytes"] / student["size_bytes"]}
+                         "peer_int8_over_student_int8_size": peer["size_bytes"] / student["size_bytes"],
+                         "mobileclip_int8_over_student_int8_latency": _ratio(mobileclip, student, "latency_ms"),
+                         "mobileclip_int8_over_student_int8_size": _ratio(mobileclip, student, "size_bytes")}
     short = get("dcclip-small", "text", "executorch-xnnpack-int8", text_lengths(model.cfg)[0])
     ratios["text_short"] = {"tokens": short["tokens"],
                             "full_context_over_short": get("dcclip-small", "text", "executorch-xnnpack-int8",
                                                            context)["latency_ms"] / short["latency_ms"],
                             "peer_int8_over_student_int8_latency": get("tinyclip-8m16-3m", "text",
                                                                        "executorch-xnnpack-int8")["latency_ms"]
-                            / short["latency_ms"]}
+                            / short["latency_ms"],
+                            "mobileclip_int8_over_student_int8_latency": _ratio(
+                                get("mobileclip-s0", "text", "executorch-xnnpack-int8"), short, "latency_ms")}
     bundle = sum(get("dcclip-small", t, "executorch-xnnpack-int8", context if t == "text" else None)["size_bytes"]
                  for t in ("image", "text"))
     print("\nratios:")
@@ -175,10 +208,14 @@ def measure(args: argparse.Namespace) -> dict:
         if tower == "text_short":
             print(f"  a {r['tokens']}-token query (its bucket): {r['full_context_over_short']:.2f}x faster than the "
                   f"{context}-token run; TinyCLIP int8 (77 tokens) / student int8: {r['peer_int8_over_student_int8_latency']:.2f}x")
+            print(f"    MobileCLIP-S0 int8 (77 tokens) / student int8 ({r['tokens']} tokens): "
+                  f"{_x(r['mobileclip_int8_over_student_int8_latency'])}")
             continue
         print(f"  {tower}: AltCLIP eager / student int8 .pte = {r['teacher_over_student_int8']:.0f}x; "
               f"TinyCLIP int8 / student int8: latency {r['peer_int8_over_student_int8_latency']:.2f}x, "
               f"size {r['peer_int8_over_student_int8_size']:.2f}x")
+        print(f"    MobileCLIP-S0 int8 / student int8: latency {_x(r['mobileclip_int8_over_student_int8_latency'])}, "
+              f"size {_x(r['mobileclip_int8_over_student_int8_size'])}")
     print(f"  student int8 encoders together: {bundle / 1e6:.2f} MB")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -187,6 +224,15 @@ def measure(args: argparse.Namespace) -> dict:
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {out}")
     return result
+
+
+def _ratio(peer: dict, student: dict, field: str) -> float | None:
+    """peer[field] / student[field]; None when the peer's row has none (its .pte failed, see pte_rows)."""
+    return None if peer.get(field) is None else peer[field] / student[field]
+
+
+def _x(ratio: float | None) -> str:
+    return "n/a (the .pte failed, see its row)" if ratio is None else f"{ratio:.2f}x"
 
 
 def _key(r: dict) -> str:
