@@ -1,5 +1,5 @@
 """The whole budget in one table: the demo's wall time per stage, every artifact's export seconds, size, host
-latency and parity, calibration seconds, and the ratios against AltCLIP and TinyCLIP.
+latency and parity, calibration seconds, and the ratios against AltCLIP, TinyCLIP and MobileCLIP-S0.
 
     python bench/bench_budget.py [--demo runs/demo] [--calibrate] [--side-by-side] [--threads 2]
                                  [--runs 20] [--rounds 6] [--out bench/results/budget.json]
@@ -20,7 +20,7 @@ calibration  static int8 seconds per tower: from the manifest where an artifact 
              Fashion-MNIST calibration images and the export's calibration texts, summed over the text tower's
              length buckets). Off by default: it loads Fashion-MNIST and the checkpoint and quantizes both towers.
 peers        with --side-by-side, bench_side_by_side.measure in this process (minutes): the AltCLIP teacher and
-             TinyCLIP ViT-8M/16 + Text-3M against the `small` student with fresh weights (not the demo's
+             TinyCLIP ViT-8M/16 + Text-3M and MobileCLIP-S0 against the `small` student with fresh weights (not the demo's
              checkpoint; timing does not depend on weights), runners timed interleaved; its own table is printed
              first and its JSON written beside --out. Without it the ratios are not measured in this run.
 
@@ -228,7 +228,7 @@ def build_budget(demo: str | Path, calibration: list[dict] | None = None, peers:
             "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
             "stages": stages, **totals, "bundles": bundles, "bundle_notes": bundle_notes, "calibration": calib,
             "peers": peers or {"measured": False,
-                               "note": "the AltCLIP and TinyCLIP ratios were not measured in this run; pass "
+                               "note": "the AltCLIP, TinyCLIP and MobileCLIP-S0 ratios were not measured in this run; pass "
                                        "--side-by-side (minutes)"}}
 
 
@@ -243,7 +243,10 @@ def _num(v: float | None, fmt: str) -> str:
 PEER_RATIOS = (  # bench_side_by_side's ratios per tower: (key, part, what the ratio is)
     ("teacher_over_student_int8", "vs AltCLIP", "AltCLIP eager fp32 / student int8 .pte, latency"),
     ("peer_int8_over_student_int8_latency", "vs TinyCLIP", "TinyCLIP int8 .pte / student int8 .pte, latency"),
-    ("peer_int8_over_student_int8_size", "vs TinyCLIP", "TinyCLIP int8 .pte / student int8 .pte, size"))
+    ("peer_int8_over_student_int8_size", "vs TinyCLIP", "TinyCLIP int8 .pte / student int8 .pte, size"),
+    ("mobileclip_int8_over_student_int8_latency", "vs MobileCLIP-S0",
+     "MobileCLIP-S0 int8 .pte / student int8 .pte, latency"),
+    ("mobileclip_int8_over_student_int8_size", "vs MobileCLIP-S0", "MobileCLIP-S0 int8 .pte / student int8 .pte, size"))
 
 
 def table_rows(budget: dict) -> list[list[str]]:
@@ -289,12 +292,18 @@ def table_rows(budget: dict) -> list[list[str]]:
         for tower in ("image", "text"):
             r = peers["ratios"][tower]
             for key, part, what in PEER_RATIOS:
-                rows.append([part, f"{tower}: {what}", "", "", "", f"{r[key]:.2f}x", "", peers["student"]])
+                if key in r:  # runs before MobileCLIP-S0 joined the bench have no such key; a failed peer has None
+                    ratio = "failed (see the side-by-side rows)" if r[key] is None else f"{r[key]:.2f}x"
+                    rows.append([part, f"{tower}: {what}", "", "", "", ratio, "", peers["student"]])
         short = peers["ratios"].get("text_short")
         if short:
             rows.append(["vs TinyCLIP", f"text, a {short['tokens']}-token query in its bucket: TinyCLIP int8 / "
                          "student int8, latency", "", "", "", f"{short['peer_int8_over_student_int8_latency']:.2f}x",
                          "", peers["student"]])
+        if short and short.get("mobileclip_int8_over_student_int8_latency") is not None:
+            rows.append(["vs MobileCLIP-S0", f"text, a {short['tokens']}-token query in its bucket: MobileCLIP-S0 "
+                         "int8 / student int8, latency", "", "", "",
+                         f"{short['mobileclip_int8_over_student_int8_latency']:.2f}x", "", peers["student"]])
     else:
         rows.append(["vs peers", "not measured in this run", "", "", "", "", "", peers["note"]])
     return rows
@@ -328,7 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--calibrate", action="store_true",
                     help="time static int8 calibration per tower on <demo>/stage2/checkpoint (loads Fashion-MNIST)")
     ap.add_argument("--side-by-side", action="store_true",
-                    help="measure the AltCLIP and TinyCLIP ratios in this run (bench_side_by_side; minutes)")
+                    help="measure the AltCLIP, TinyCLIP and MobileCLIP-S0 ratios in this run (bench_side_by_side; minutes)")
     ap.add_argument("--threads", type=int, default=2, help="threads for --calibrate and --side-by-side")
     ap.add_argument("--runs", type=int, default=20, help="--side-by-side: calls per round")
     ap.add_argument("--rounds", type=int, default=6, help="--side-by-side: interleaved rounds")

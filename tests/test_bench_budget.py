@@ -185,6 +185,21 @@ def test_peer_ratios_are_rows_of_the_table(budget_mod, demo):
     assert _row(table, "text: TinyCLIP int8 .pte / student int8 .pte, size")[5] == "4.31x"
     assert _row(table, "text, a 16-token query in its bucket: TinyCLIP int8 / student int8, latency")[5] == "6.73x"
     assert "not measured in this run" not in table
+    assert "MobileCLIP" not in table  # a run from before MobileCLIP-S0 joined the bench: no such rows
+
+
+def test_mobileclip_ratios_are_rows_and_a_failed_peer_says_so(budget_mod, demo):
+    ratios = {t: {"teacher_over_student_int8": 900.0, "peer_int8_over_student_int8_latency": 2.0,
+                  "peer_int8_over_student_int8_size": 3.0, "mobileclip_int8_over_student_int8_latency": m,
+                  "mobileclip_int8_over_student_int8_size": 4.5} for t, m in (("image", 9.25), ("text", None))}
+    ratios["text_short"] = {"tokens": 16, "full_context_over_short": 4.0, "peer_int8_over_student_int8_latency": 6.0,
+                            "mobileclip_int8_over_student_int8_latency": 12.5}
+    peers = {"measured": True, "json": "x.json", "student": "dcclip-small, fresh weights", "threads": 2, "runs": 20,
+             "rounds": 6, "ratios": ratios, "rows": []}
+    table = budget_mod.to_markdown(budget_mod.build_budget(demo, peers=peers))
+    assert _row(table, "image: MobileCLIP-S0 int8 .pte / student int8 .pte, latency")[5] == "9.25x"
+    assert _row(table, "text: MobileCLIP-S0 int8 .pte / student int8 .pte, latency")[5].startswith("failed")
+    assert _row(table, "text, a 16-token query in its bucket: MobileCLIP-S0 int8 / student int8, latency")[5] == "12.50x"
 
 
 def test_the_command_writes_json_and_refuses_bad_input_in_one_line(budget_mod, demo, tmp_path, capsys):
