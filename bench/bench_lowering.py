@@ -33,7 +33,9 @@ def fresh_student(preset: str, eval_set) -> tuple[DCCLIPStudent, object]:
     cfg = load_preset(preset)
     tok = train_tokenizer([t for t, _ in bilingual_corpus(4000)], vocab_size=cfg.text.vocab_size,
                           context_length=cfg.text.context_length)
-    cfg.text.vocab_size = max(tok.vocab_size, 260)
+    # the preset's vocabulary, not the prompt tokenizer's few thousand pieces: a trained student's table has the
+    # preset's rows (stage 1's corpus tokenizer fills them), and its size is part of what is measured
+    cfg.text.vocab_size = max(cfg.text.vocab_size, tok.vocab_size)
     torch.manual_seed(0)
     model = DCCLIPStudent(cfg).train()
     with torch.no_grad():

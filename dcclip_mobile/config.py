@@ -58,7 +58,7 @@ class ImageStudentConfig:
 class TextStudentConfig:
     """A small pre-norm transformer over SentencePiece ids."""
 
-    vocab_size: int = 8000
+    vocab_size: int = 12000
     context_length: int = 64
     width: int = 256
     layers: int = 4
