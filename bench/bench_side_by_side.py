@@ -85,6 +85,20 @@ def bucket_rows(model_name: str, model, calibration) -> list[dict]:
     return rows
 
 
+def peer_rows(model_name: str, build_towers, make_inputs, keep_failures: bool = False) -> list[dict]:
+    """A peer's towers (built under seed 0) as eager, .pte fp32 and .pte int8 rows, calibrated on 8 random inputs."""
+    torch.manual_seed(0)
+    rows, towers = [], build_towers()
+    inputs = make_inputs()
+    for tower, module in towers.items():
+        module.eval()
+        rows.append({"model": model_name, "tower": tower, "runtime": "pytorch-eager-fp32",
+                     "size_bytes": 4 * count_parameters(module), "run": (eager(module), inputs[tower])})
+        calib_peer = [make_inputs()[tower] for _ in range(8)]
+        rows += pte_rows(model_name, tower, module, inputs[tower], calib_peer, keep_failures=keep_failures)
+    return rows
+
+
 def eager(module):
     """A module's forward without autograd, as a timing candidate."""
     def run(*args):
@@ -138,25 +152,10 @@ def measure(args: argparse.Namespace) -> dict:
             bucket_rows("dcclip-small", model, calib[tower])
 
     print("TinyCLIP ViT-8M/16 + Text-3M", flush=True)
-    torch.manual_seed(0)
-    peers = {"image": TinyCLIPImage().eval(), "text": TinyCLIPText().eval()}
-    inputs = tinyclip_inputs()
-    for tower, module in peers.items():
-        rows.append({"model": "tinyclip-8m16-3m", "tower": tower, "runtime": "pytorch-eager-fp32",
-                     "size_bytes": 4 * count_parameters(module), "run": (eager(module), inputs[tower])})
-        calib_peer = [tinyclip_inputs()[tower] for _ in range(8)]
-        rows += pte_rows("tinyclip-8m16-3m", tower, module, inputs[tower], calib_peer)
-
+    rows += peer_rows("tinyclip-8m16-3m", lambda: {"image": TinyCLIPImage(), "text": TinyCLIPText()}, tinyclip_inputs)
     print("MobileCLIP-S0 (MCi0 + its text encoder, reparameterized)", flush=True)
-    torch.manual_seed(0)
-    peers = {"image": MobileCLIPImage().eval(), "text": MobileCLIPText().eval()}
-    inputs = mobileclip_inputs()
-    for tower, module in peers.items():
-        rows.append({"model": "mobileclip-s0", "tower": tower, "runtime": "pytorch-eager-fp32",
-                     "size_bytes": 4 * count_parameters(module), "run": (eager(module), inputs[tower])})
-        calib_peer = [mobileclip_inputs()[tower] for _ in range(8)]
-        rows += pte_rows("mobileclip-s0", tower, module, inputs[tower], calib_peer, keep_failures=True)
-    del peers
+    rows += peer_rows("mobileclip-s0", lambda: {"image": MobileCLIPImage(), "text": MobileCLIPText()},
+                      mobileclip_inputs, keep_failures=True)
 
     for tower in ("image", "text"):  # one interleaved timing per tower: the student's and the peer's together
         timed = [r for r in rows if r["tower"] == tower and "run" in r]
