@@ -18,6 +18,7 @@ the teacher cache is reused and finished stages are skipped.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -176,15 +177,13 @@ def export_and_report(model, tokenizer, checkpoint: Path, out: Path, report_imag
     template's luck is large. On the 500 report images the stage-2 student scored 12.6% / 14.0% (EN / ZH) with
     the hand-written template and 15.8% / 18.6% with the first 8; the student before sentences 15.0% / 15.4% and
     12.8% / 15.0%: the ranking flips with the template."""
-    from dcclip_mobile.data.labels import templates as clip_templates
     from lowering.export import ParityGateError, export_bundles
     from lowering.inputs import default_eval_set
-    from lowering.report import build_report, plot, to_markdown
+    from lowering.report import build_report, first_clip_templates, plot, to_markdown
 
     eval_set = None
-    if bundle_templates > 0:
-        eval_set = default_eval_set()
-        eval_set.templates = {lang: clip_templates(lang)[:bundle_templates] for lang in eval_set.templates}
+    if bundle_templates > 0:  # replace() checks the templates as the constructor does
+        eval_set = dataclasses.replace(default_eval_set(), templates=first_clip_templates(bundle_templates))
     t = time.perf_counter()
     for i, android in enumerate(ANDROID_CANDIDATES):
         try:
