@@ -17,6 +17,23 @@ from typing import Callable, Iterator, Mapping, Sequence
 import torch
 
 
+# How many times threads() has resized ExecuTorch's pool. A loaded XNNPACK method keeps the pool it was
+# made with, and a resize frees that pool: calling the method afterwards crashed the process (segfault,
+# seen here when a runner made on 2 threads ran after a switch to 1). Runners reload when this moves.
+_pool_resizes = 0
+
+
+def executorch_pool_resizes() -> int:
+    """How many times threads() has resized ExecuTorch's pool in this process (see PteRunner)."""
+    return _pool_resizes
+
+
+def _reset_executorch_pool(et, n: int) -> None:
+    global _pool_resizes
+    et._unsafe_reset_threadpool(n)
+    _pool_resizes += 1
+
+
 def _executorch_pool(load: bool):
     """ExecuTorch's runtime threadpool (its own, not torch's: XNNPACK .pte runs use it): the runtime module
     when it is loaded (or, with load=True, loadable) in this process, else None."""
@@ -33,7 +50,9 @@ def _executorch_pool(load: bool):
 @contextlib.contextmanager
 def threads(n: int | None, executorch: bool = False) -> Iterator[None]:
     """torch's intra-op threads, and ExecuTorch's runtime threadpool (loaded first when executorch=True, for
-    code about to run .pte files), set to n inside the block and restored after it (n None or 0: unchanged)."""
+    code about to run .pte files), set to n inside the block and restored after it (n None or 0: unchanged).
+    Resizing ExecuTorch's pool invalidates methods loaded before it; lowering.executorch_backend.PteRunner
+    reloads its method when that happened, so runners may be made and used on either side of the block."""
     if not n:
         yield
         return
@@ -45,13 +64,13 @@ def threads(n: int | None, executorch: bool = False) -> Iterator[None]:
     torch.set_num_threads(n)
     # ExecuTorch offers no other way to size its pool, and each reset logs a line on stderr: only when needed
     if et is not None and et_before != n:
-        et._unsafe_reset_threadpool(n)
+        _reset_executorch_pool(et, n)
     try:
         yield
     finally:
         torch.set_num_threads(before)
         if et is not None and et_before != n:
-            et._unsafe_reset_threadpool(et_before)
+            _reset_executorch_pool(et, et_before)
 
 
 def run_times_ms(fn: Callable, args: Sequence = (), runs: int = 50, warmup: int = 5) -> list[float]:

@@ -15,6 +15,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from dcclip_mobile.timing import executorch_pool_resizes
+
 BACKEND_NAMES = {"xnnpack": "XNNPACK", "coreml": "Core ML"}
 
 
@@ -114,16 +116,25 @@ class PteRunner:
     """One method of a .pte (`forward` unless named), loaded with the ExecuTorch runtime."""
 
     def __init__(self, pte: str | Path | bytes, method: str = "forward"):
+        _register_quantized_kernels()
+        self.source = pte if isinstance(pte, bytes) else str(pte)
+        self.method_name = method
+        self._load()
+
+    def _load(self) -> None:
+        """The program and its method; again after timing.threads resized ExecuTorch's pool: XNNPACK delegates keep
+        the pool they were made with (running on the freed one crashed), and a second load_method of the same
+        program read freed weights (wrong outputs), so the program is loaded anew too."""
         from executorch.runtime import Runtime
 
-        _register_quantized_kernels()
-        runtime = Runtime.get()
-        self.program = runtime.load_program(pte if isinstance(pte, bytes) else str(pte))
-        if method not in self.program.method_names:
-            raise RuntimeError(f"the .pte has no {method!r} method (it has {sorted(self.program.method_names)})")
-        self.method = self.program.load_method(method)
+        self.loaded_at_pool = executorch_pool_resizes()
+        self.program = Runtime.get().load_program(self.source)
+        if self.method_name not in self.program.method_names:
+            raise RuntimeError(f"the .pte has no {self.method_name!r} method (it has "
+                               f"{sorted(self.program.method_names)})")
+        self.method = self.program.load_method(self.method_name)
         if self.method is None:
-            raise RuntimeError(f"the .pte's {method!r} method did not load")
+            raise RuntimeError(f"the .pte's {self.method_name!r} method did not load")
 
     @property
     def input_meta(self) -> list[dict]:
@@ -134,6 +145,8 @@ class PteRunner:
         return method_io(self.method.metadata)[1]
 
     def __call__(self, *inputs: torch.Tensor) -> torch.Tensor:
+        if executorch_pool_resizes() != self.loaded_at_pool:  # its pool was freed: running it would crash
+            self._load()
         out = self.method.execute([x.contiguous() for x in inputs])
         return out[0].clone()
 
