@@ -6,7 +6,7 @@ its text encoder, reparameterized), all lowered the same way.
 
 Batch 1, 224x224 images (MobileCLIP-S0: 256x256, its configured size), text at each model's context (student
 64 tokens, AltCLIP 64, TinyCLIP and MobileCLIP 77) and the student's text .pte at each of its length buckets
-(16, 32, 64: a short query runs in the 16-token method), 2 threads. The student's and both peers' runners of
+(12, 16, 32, 64: a 10-token query runs in the 12-token method), 2 threads. The student's and both peers' runners of
 one tower are timed interleaved (dcclip_mobile.timing: --rounds rounds of --runs calls each, in turn), so
 their ratios come from one run under the same drift; each
 row states its median and the spread of its per-round medians. AltCLIP's towers take seconds per call and
@@ -205,7 +205,7 @@ def measure(args: argparse.Namespace) -> dict:
     print("\nratios:")
     for tower, r in ratios.items():
         if tower == "text_short":
-            print(f"  a {r['tokens']}-token query (its bucket): {r['full_context_over_short']:.2f}x faster than the "
+            print(f"  a query of up to {r['tokens']} tokens (its bucket): {r['full_context_over_short']:.2f}x faster than the "
                   f"{context}-token run; TinyCLIP int8 (77 tokens) / student int8: {r['peer_int8_over_student_int8_latency']:.2f}x")
             print(f"    MobileCLIP-S0 int8 (77 tokens) / student int8 ({r['tokens']} tokens): "
                   f"{_x(r['mobileclip_int8_over_student_int8_latency'])}")

@@ -7,7 +7,7 @@
 Precisions: android fp32, int8 (default), int8-dynamic, 8da4w; ios fp16 (default), int8, palettize4
 (each also ships an ExecuTorch .pte with the Core ML delegate, fp16); torchscript fp32.
 
-An Android text .pte holds one method per length bucket (16, 32 and the context length; encoders.text_lengths),
+An Android text .pte holds one method per length bucket (12, 16, 32 and the context length; encoders.text_lengths),
 sharing one copy of the weights, each quantized on the calibration texts that fit it; the manifest's
 `length_buckets` names them, the apps run a text in the shortest bucket that holds it, and the parity gate runs
 every parity text that way. Core ML and TorchScript artifacts take the full context.

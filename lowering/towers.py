@@ -122,11 +122,12 @@ class Tower:
         return "forward" if length is None else text_method(self.model.cfg, length)
 
     def calibration(self, length: int | None = None) -> list[tuple]:
-        """The calibration inputs a method sees on a phone: for a length bucket, the texts that fit it, cut to it."""
+        """The calibration inputs a method sees on a phone: for a length bucket, the texts that fit it, cut to it
+        (when none fits, as with long labels in a short bucket, every text's first `length` tokens)."""
         if length is None:
             return self.calibration_inputs
-        return [(ids[:, :length], mask[:, :length]) for ids, mask in self.calibration_inputs
-                if used_length(mask) <= length]
+        fitting = [(ids, mask) for ids, mask in self.calibration_inputs if used_length(mask) <= length]
+        return [(ids[:, :length], mask[:, :length]) for ids, mask in fitting or self.calibration_inputs]
 
 
 def make_towers(model: DCCLIPStudent, refs: References) -> tuple[Tower, Tower]:

@@ -93,10 +93,10 @@ def test_exported_manifests_hold_exactly_their_artifact_records(tiny_tokenizer, 
             assert a.file == bm.artifact_file_name(a.tower, a.backend, a.format, a.precision)
             assert (a.length_buckets is not None) == (a.backend == "xnnpack" and a.tower == "text"), a.file
     android = {(a.tower, a.precision): a for a in result.artifacts["android"]}
-    # 8da4w's image tower is the int8 recipe; the text .pte's one bucket at the 16-token context is "forward"
+    # 8da4w's image tower is the int8 recipe; the text .pte's buckets: 12 tokens and "forward" at the 16-token context
     assert sorted(android) == [("image", "fp32"), ("image", "int8"), ("text", "8da4w"), ("text", "fp32"),
                                ("text", "int8-dynamic")]
-    assert [b["method"] for b in android["text", "fp32"].length_buckets] == ["forward"]
+    assert [b["method"] for b in android["text", "fp32"].length_buckets] == ["forward_12", "forward"]
     # text:int8-dynamic is the text tower's alone and its default; the image tower's is the first asked (fp32)
     assert {t: a["file"] for t, a in bm.default_artifacts(result.manifests["android"]).items()} == {
         "image": "image_encoder_xnnpack_fp32.pte", "text": "text_encoder_xnnpack_int8-dynamic.pte"}

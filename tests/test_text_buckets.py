@@ -1,4 +1,4 @@
-"""Text length buckets: the Android text .pte holds a method per length (16, 32, the context), sharing one copy
+"""Text length buckets: the Android text .pte holds a method per length (12, 16, 32, the context), sharing one copy
 of the weights; a text runs in the shortest bucket that holds it, and the gate and the report cover each one."""
 from __future__ import annotations
 
@@ -23,7 +23,8 @@ from lowering.report import build_report
 from lowering.scoring import fill
 
 pytestmark = pytest.mark.slow
-CONTEXT = 40  # buckets 16, 32, 40: three methods on a tiny tower
+CONTEXT = 40
+BUCKETS = (12, 16, 32, CONTEXT)  # four methods on a tiny tower
 
 
 @pytest.fixture(scope="module")
@@ -61,11 +62,15 @@ def _text_artifacts(manifest: dict) -> dict[str, dict]:
 
 
 def test_forward_prefix_is_forward_for_texts_that_fit(model, tokenizer):
-    t = tokenizer(["a photo of a bag.", "一张包的照片。"])
-    full = model.text(t["input_ids"], t["attention_mask"])[1]
-    for L in (16, 32):
-        cut = model.text.forward_prefix(t["input_ids"][:, :L], t["attention_mask"][:, :L])[1]
-        torch.testing.assert_close(cut, full, atol=1e-5, rtol=1e-5)
+    checked = set()
+    for text in ("a bag.", "a photo of a bag.", "一张包的照片。"):
+        t = tokenizer([text])
+        full = model.text(t["input_ids"], t["attention_mask"])[1]
+        for L in [L for L in BUCKETS[:-1] if L >= used_length(t["attention_mask"])]:
+            cut = model.text.forward_prefix(t["input_ids"][:, :L], t["attention_mask"][:, :L])[1]
+            torch.testing.assert_close(cut, full, atol=1e-5, rtol=1e-5)
+            checked.add(L)
+    assert checked == set(BUCKETS[:-1])
     with pytest.raises(ValueError, match=f"expected an integer tensor \\[batch, {CONTEXT}\\]"):
         model.text.forward_prefix(torch.zeros(1, CONTEXT + 1, dtype=torch.long), torch.ones(1, CONTEXT + 1, dtype=torch.long))
 
@@ -79,13 +84,13 @@ def test_the_shortest_bucket_that_holds_a_text_is_picked():
 
 def test_each_text_pte_holds_a_method_per_bucket_in_one_partition(exported):
     bundle, manifest = exported
-    assert text_lengths(load_preset("tiny")) == (16,)  # a 16-token context needs no buckets
+    assert text_lengths(load_preset("tiny")) == (12, 16)  # a 16-token context has one bucket below it
     for precision, a in _text_artifacts(manifest).items():
         assert [(b["length"], b["method"]) for b in a["length_buckets"]] == [
-            (16, "forward_16"), (32, "forward_32"), (CONTEXT, "forward")]
+            (12, "forward_12"), (16, "forward_16"), (32, "forward_32"), (CONTEXT, "forward")]
         assert all(b["delegate_partitions"] == 1 and b["latency_ms_host"] > 0 for b in a["length_buckets"])
         program = PteRunner(bundle / a["file"]).program
-        assert set(program.method_names) == {"forward_16", "forward_32", "forward"}
+        assert set(program.method_names) == {"forward_12", "forward_16", "forward_32", "forward"}
         for b in a["length_buckets"]:
             assert PteRunner(bundle / a["file"], b["method"]).input_meta == [
                 {"shape": [1, b["length"]], "dtype": "int64"}] * 2
@@ -98,20 +103,21 @@ def test_a_text_runs_in_its_bucket_and_matches_the_eager_student(exported, model
     runner = LengthBucketRunner(bundle / a["file"], {b["length"]: b["method"] for b in a["length_buckets"]})
     encoder = make_encoder(model, "text")
     lengths = set()
-    for k in range(1, 16):  # texts of every length up to the context, English and Chinese mixed
-        t = tokenizer(["a photo of a 包, " * k])
-        lengths.add(shortest_bucket((16, 32, CONTEXT), used_length(t["attention_mask"])))
+    texts = ["a bag."] + ["a photo of a 包, " * k for k in range(1, 16)]  # every length up to the context, mixed
+    for k, text in enumerate(texts):
+        t = tokenizer([text])
+        lengths.add(shortest_bucket(BUCKETS, used_length(t["attention_mask"])))
         with torch.no_grad():
             got, want = runner(t["input_ids"], t["attention_mask"]), encoder(t["input_ids"], t["attention_mask"])
         assert float((got * want).sum()) > 0.9999, k
-    assert lengths == {16, 32, CONTEXT}  # every bucket was exercised
+    assert lengths == set(BUCKETS)  # every bucket was exercised
 
 
 def test_the_buckets_share_one_copy_of_the_weights(exported, model):
     bundle, manifest = exported
     single = lower_to_pte(make_encoder(model, "text"), example_inputs(model.cfg, "text"), "xnnpack")
-    three = _text_artifacts(manifest)["fp32"]["size_bytes"]
-    assert three < 1.15 * len(single.buffer), (three, len(single.buffer))
+    four = _text_artifacts(manifest)["fp32"]["size_bytes"]
+    assert four < 1.15 * len(single.buffer), (four, len(single.buffer))
 
 
 def test_the_gate_reports_every_length_group_in_both_languages(exported):
@@ -148,7 +154,7 @@ def test_the_report_times_each_bucket(exported, tmp_path):
     report = build_report(bundle, images=str(d), limit=None, runs=3, threads=2)
     rows = {e["name"]: e for e in report["artifacts"]}
     for name in ("text_encoder_xnnpack_fp32", "text_encoder_xnnpack_int8"):
-        assert sorted(rows[name]["latency_ms_by_length"]) == [16, 32, CONTEXT]
+        assert sorted(rows[name]["latency_ms_by_length"]) == list(BUCKETS)
         assert all(ms > 0 for ms in rows[name]["latency_ms_by_length"].values())
         assert rows[name]["accuracy"]["en"]["top1"] is not None
     assert rows["image_encoder_xnnpack_fp32"]["latency_ms_by_length"] is None

@@ -179,7 +179,13 @@ public class ManifestTest {
     @Test
     public void refusesATokenizerFromAnotherBundle() throws IOException {
         editManifest("\"context_length\": ", "\"context_length\": 1");
-        editManifest("\"length\": ", "\"length\": 1"); // the text .pte's one bucket follows, as a re-export would
+        // the text .pte's context bucket (the one whose method is "forward") follows, as a re-export would
+        Path m = copy.resolve("manifest.json");
+        String text = new String(Files.readAllBytes(m), StandardCharsets.UTF_8);
+        String edited = text.replaceFirst("\"length\": (\\d+),(\\s*)\"method\": \"forward\"",
+                "\"length\": 1$1,$2\"method\": \"forward\"");
+        assertTrue("manifest has a context bucket", !edited.equals(text));
+        Files.write(m, edited.getBytes(StandardCharsets.UTF_8));
         String msg = refusal(copy.toFile());
         assertTrue(msg, msg.contains("do not belong together"));
     }
