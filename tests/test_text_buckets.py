@@ -158,3 +158,17 @@ def test_the_report_times_each_bucket(exported, tmp_path):
         assert all(ms > 0 for ms in rows[name]["latency_ms_by_length"].values())
         assert rows[name]["accuracy"]["en"]["top1"] is not None
     assert rows["image_encoder_xnnpack_fp32"]["latency_ms_by_length"] is None
+
+
+def test_a_bucket_no_calibration_text_fits_calibrates_on_every_text_cut_to_it(model):
+    from lowering.towers import Tower
+
+    ids = torch.arange(CONTEXT).reshape(1, CONTEXT)
+    short = (ids, (ids < 10).long())  # 10 tokens
+    long = (ids, (ids < 20).long())  # 20 tokens
+    tower = Tower("text", model, [], [short, long], torch.zeros(0, 1), lengths=BUCKETS)
+    assert [int(m.sum()) for _, m in tower.calibration(12)] == [10]  # the texts that fit, cut to the bucket
+    assert [m.shape for _, m in tower.calibration(16)] == [torch.Size([1, 16])]
+    only_long = Tower("text", model, [], [long], torch.zeros(0, 1), lengths=BUCKETS)
+    assert [(i.shape, int(m.sum())) for i, m in only_long.calibration(12)] == [(torch.Size([1, 12]), 12)]
+    assert only_long.calibration(None) == [long]
