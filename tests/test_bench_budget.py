@@ -223,3 +223,12 @@ def test_the_command_writes_json_and_refuses_bad_input_in_one_line(budget_mod, d
     (empty / "summary.json").write_text("{not json")
     assert budget_mod.main(["--demo", str(empty), "--out", str(tmp_path / "x.json")]) == 2
     assert "is not JSON" in capsys.readouterr().err
+
+
+def test_round_ratio_takes_each_rounds_ratio_before_the_median(budget_mod):
+    from bench_side_by_side import round_ratio  # bench/ is on the path while budget_mod is loaded
+
+    # round 2 slowed both runners 3x: the pooled medians' ratio moves, the round-by-round one does not
+    slow, fast = {"round_medians_ms": [2.0, 6.0, 2.0]}, {"round_medians_ms": [1.0, 3.0, 1.0]}
+    assert round_ratio(slow, fast) == 2.0
+    assert round_ratio({"round_medians_ms": [3.0, 2.0, 4.0]}, {"round_medians_ms": [1.0, 1.0, 1.0]}) == 3.0
