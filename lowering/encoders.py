@@ -5,8 +5,8 @@ normalization, and the feature map that only stage 1 needs never leaves the phon
 
 Text length buckets: the Android text .pte holds one method per length in `text_lengths(cfg)` (`forward` at
 the full context, `forward_12`, `forward_16`, `forward_32`), sharing one copy of the weights; the app runs the
-shortest that holds its tokens. Measured on the demo student (fp32, 2 threads): 16 tokens 0.71 ms vs 64 tokens 2.40 ms; a
-dynamic sequence length lowered to 19 XNNPACK partitions and ran slower at every length.
+shortest that holds its tokens. Measured on the demo student (fp32, 2 threads): 16 tokens 0.71 ms vs 64 tokens
+2.40 ms; a dynamic sequence length lowered to 19 XNNPACK partitions and ran slower at every length.
 """
 from __future__ import annotations
 
