@@ -85,8 +85,8 @@ def spec_dicts(specs: list[TensorSpec]) -> list[dict]:
 
 # Below the context. With the presets' 12,000-piece tokenizer 94% (EN) / 91% (ZH) of ImageNet class names and 74% /
 # 95% of their prompts in the first 8 CLIP templates fit 12 tokens, 98% / 99% of the prompts 16. The small student's
-# static int8 text .pte (2 threads, interleaved, 8 x 40 calls) ran 8 / 10 / 12 / 16 / 24 / 32 / 64 tokens in
-# 0.20 / 0.21 / 0.22 / 0.29 / 0.39 / 0.44 / 0.77 ms: below 12 tokens the per-op cost is the floor.
+# static int8 text .pte (its MLP then at ratio 4; 2 threads, interleaved, 8 x 40 calls) ran 8 / 10 / 12 / 16 / 24 /
+# 32 / 64 tokens in 0.20 / 0.21 / 0.22 / 0.29 / 0.39 / 0.44 / 0.77 ms: below 12 tokens the per-op cost is the floor.
 SHORT_TEXT_LENGTHS = (12, 16, 32)
 
 
