@@ -52,7 +52,7 @@ def threads(n: int | None, executorch: bool = False) -> Iterator[None]:
     """torch's intra-op threads, and ExecuTorch's runtime threadpool (loaded first when executorch=True, for
     code about to run .pte files), set to n inside the block and restored after it (n None or 0: unchanged).
     Resizing ExecuTorch's pool invalidates methods loaded before it; lowering.executorch_backend.PteRunner
-    reloads its method when that happened, so runners may be made and used on either side of the block."""
+    reloads its program and method when that happened, so runners may be made and used on either side of the block."""
     if not n:
         yield
         return
